@@ -1,0 +1,203 @@
+"""Capture source for recorded pcap/pcapng files.
+
+The fast route: Python streams the file into `tcpdump -r -`, whose libpcap applies
+the built-in BPF filter (see `prefilter`) and writes the surviving packets as pcap;
+`RotatingTshark` dissects them. Bytes handed to tcpdump give the progress bar.
+Files libpcap cannot read or filter (link types without VLAN support, formats only
+Wireshark knows) go to tshark whole, slower but with the same results, because the
+flow table applies the filter's rule again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from egress.capture.prefilter import build_filter
+from egress.capture.rotation import RotatingTshark
+from egress.capture.tshark import LineStats, parse_line, tshark_argv, tshark_path
+from egress.errors import InputError
+from egress.model import Packet
+
+__all__ = ["FileSource", "FileReport"]
+
+log = structlog.get_logger("egress.capture")
+
+_NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
+_CUT_SHORT = ("cut short", "truncated dump file", "truncated")
+
+
+@dataclass(slots=True)
+class FileReport:
+    """What reading one file came to; `warnings` are one-line and name the file."""
+
+    path: Path
+    packets: int = 0
+    frames_skipped: int = 0
+    prefiltered: bool = False
+    truncated: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+
+class FileSource:
+    """Packets of one capture file, in order. `report` is complete once iteration ends."""
+
+    def __init__(
+        self,
+        path: Path,
+        bpf: str,
+        bpf_untagged: str,
+        *,
+        chunk_packets: int = 100_000,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._bpf = bpf
+        self._bpf_untagged = bpf_untagged
+        self._chunk = chunk_packets
+        self._progress = progress
+        self.report = FileReport(path)
+
+    @classmethod
+    def for_networks(cls, path: Path, local_networks: list, extra_bpf: str = "", **kw: object) -> FileSource:
+        return cls(path, build_filter(local_networks, extra_bpf), build_filter(local_networks, extra_bpf, vlan=False), **kw)  # type: ignore[arg-type]
+
+    def _check_readable(self) -> None:
+        try:
+            with self.path.open("rb") as fh:
+                head = fh.read(4)
+        except IsADirectoryError:
+            raise InputError(f"{self.path}: is a directory, not a capture file") from None
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if not head:
+            raise InputError(f"{self.path}: empty file, not a capture")
+
+    def packets(self) -> Iterator[Packet]:
+        self._check_readable()
+        tcpdump = shutil.which("tcpdump")
+        if tcpdump:
+            for bpf in (self._bpf, self._bpf_untagged):
+                stream = self._try_prefilter(tcpdump, bpf)
+                if stream is not None:
+                    yield from stream
+                    return
+        yield from self._whole_file()
+
+    # -- prefiltered route ---------------------------------------------------------
+    def _try_prefilter(self, tcpdump: str, bpf: str) -> Iterator[Packet] | None:
+        proc = subprocess.Popen(
+            [tcpdump, "-r", "-", "-w", "-", "--", bpf],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
+        feeder.start()
+        assert proc.stdout is not None and proc.stderr is not None
+        head = proc.stdout.peek(24)[:24] if hasattr(proc.stdout, "peek") else b""
+        if len(head) < 24:
+            proc.wait()
+            feeder.join()
+            err = proc.stderr.read().decode("utf-8", "replace")
+            log.debug("prefilter_unavailable", file=str(self.path), reason=_last_line(err))
+            return None
+        self.report.prefiltered = True
+        return self._prefiltered(proc, feeder)
+
+    def _feed(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdin is not None
+        sent = 0
+        try:
+            with self.path.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    proc.stdin.write(chunk)
+                    sent += len(chunk)
+                    if self._progress is not None:
+                        self._progress(len(chunk))
+        except (BrokenPipeError, ValueError):
+            pass  # tcpdump stopped reading: it says why on stderr
+        finally:
+            try:
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def _prefiltered(self, proc: subprocess.Popen[bytes], feeder: threading.Thread) -> Iterator[Packet]:
+        assert proc.stdout is not None and proc.stderr is not None
+        tshark = tshark_path()
+        rot = RotatingTshark(proc.stdout, lambda: _spawn(tshark_argv(tshark)), chunk_packets=self._chunk, name=str(self.path))
+        try:
+            yield from rot.packets()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            feeder.join()
+            err = proc.stderr.read().decode("utf-8", "replace")
+            proc.stdout.close()
+            proc.stderr.close()
+        self.report.packets += rot.stats.packets
+        self.report.frames_skipped += rot.stats.non_ip + rot.stats.bad
+        if rot.leftover or any(marker in err for marker in _CUT_SHORT):
+            self._cut_short()
+        for line in rot.tshark_errors:
+            self.report.warnings.append(f"{self.path}: tshark: {line}")
+
+    # -- whole-file route ------------------------------------------------------------
+    def _whole_file(self) -> Iterator[Packet]:
+        stats = LineStats()
+        proc = _spawn(tshark_argv(tshark_path(), str(self.path)), stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            for raw in proc.stdout:
+                pkt = parse_line(raw.decode("utf-8", "replace"), stats)
+                if pkt is not None:
+                    yield pkt
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            err = proc.stderr.read().decode("utf-8", "replace")
+            proc.stdout.close()
+            proc.stderr.close()
+        if self._progress is not None:
+            self._progress(self.path.stat().st_size)
+        self.report.packets += stats.packets
+        self.report.frames_skipped += stats.non_ip + stats.bad
+        if proc.returncode != 0:
+            reason = _last_line(err)
+            if any(marker in err for marker in _CUT_SHORT):
+                self._cut_short()
+            elif any(marker in err for marker in _NOT_CAPTURE):
+                raise InputError(f"{self.path}: not a capture file (pcap or pcapng)")
+            elif "doesn't support" in err or "unknown" in err.lower():
+                raise InputError(f"{self.path}: capture with a link-layer type tshark cannot read")
+            else:
+                raise InputError(f"{self.path}: tshark could not read it: {reason}")
+
+    def _cut_short(self) -> None:
+        if not self.report.truncated:
+            self.report.truncated = True
+            self.report.warnings.append(f"{self.path}: capture cut short; analysed up to the cut")
+
+
+def _spawn(argv: list[str], stdin: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_tshark_env())
+
+
+def _tshark_env() -> dict[str, str]:
+    # tshark reads and writes preference files under $HOME; a service user may have none.
+    env = dict(os.environ)
+    env.setdefault("HOME", "/tmp")
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "Running as user" not in ln]
+    return lines[-1] if lines else "no reason given"

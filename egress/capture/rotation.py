@@ -1,0 +1,152 @@
+"""Feed one pcap byte stream through a chain of short-lived tshark processes.
+
+tshark's memory grows with every packet it dissects (about 345 bytes a packet, and
+`-M` session resets do not stop it). Flow state lives in Python, so tshark can be
+replaced at any record boundary without losing anything: after `chunk_packets`
+records the current tshark's stdin is closed, it finishes and exits, and the next
+records go to a fresh one that starts from the same pcap file header. That bounds
+tshark's memory whatever the length of a file or a live capture.
+
+A writer thread splits the stream; the caller's thread reads the tsharks' output in
+order. At most three tsharks are alive: one being read, one being fed, one waiting.
+"""
+
+from __future__ import annotations
+
+import queue
+import struct
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from egress.capture.tshark import LineStats, parse_line
+from egress.errors import InputError
+from egress.model import Packet
+
+__all__ = ["RotatingTshark", "PCAP_MAGICS"]
+
+PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
+_READ = 1 << 20
+
+
+class RotatingTshark:
+    """Packets from a pcap stream, dissected by tsharks recycled every `chunk_packets`."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        start_tshark: Callable[[], subprocess.Popen[bytes]],
+        *,
+        chunk_packets: int = 100_000,
+        name: str = "capture",
+        interface: str = "",
+    ) -> None:
+        self._stream = stream
+        self._start = start_tshark
+        self._chunk = chunk_packets
+        self._name = name
+        self._interface = interface
+        self._procs: queue.Queue[subprocess.Popen[bytes] | None] = queue.Queue(maxsize=2)
+        self._alive: list[subprocess.Popen[bytes]] = []
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self.stats = LineStats()
+        self.records = 0
+        self.tshark_errors: list[str] = []
+        self.rotations = 0
+        self.leftover = 0
+
+    # -- writer side -------------------------------------------------------------
+    def _new(self) -> subprocess.Popen[bytes]:
+        proc = self._start()
+        self._alive.append(proc)
+        self._procs.put(proc)
+        return proc
+
+    def _write(self) -> None:
+        try:
+            read = getattr(self._stream, "read1", self._stream.read)
+            head = self._stream.read(24)
+            if len(head) < 24 or head[:4] not in PCAP_MAGICS:
+                raise InputError(f"{self._name}: the capture stream does not start with a pcap header")
+            rec = struct.Struct(PCAP_MAGICS[head[:4]] + "IIII")
+            proc = self._new()
+            proc.stdin.write(head)  # type: ignore[union-attr]
+            buf = bytearray()
+            in_chunk = 0
+            while not self._stop.is_set():
+                data = read(_READ)
+                if not data:
+                    break
+                buf += data
+                pos = sent = 0
+                while pos + 16 <= len(buf):
+                    nxt = pos + 16 + rec.unpack_from(buf, pos)[2]
+                    if nxt > len(buf):
+                        break
+                    pos = nxt
+                    in_chunk += 1
+                    self.records += 1
+                    if in_chunk >= self._chunk:
+                        proc.stdin.write(buf[sent:pos])  # type: ignore[union-attr]
+                        proc.stdin.close()  # type: ignore[union-attr]
+                        self.rotations += 1
+                        proc = self._new()
+                        proc.stdin.write(head)  # type: ignore[union-attr]
+                        sent, in_chunk = pos, 0
+                proc.stdin.write(buf[sent:pos])  # type: ignore[union-attr]
+                proc.stdin.flush()  # type: ignore[union-attr]
+                del buf[:pos]
+            # whatever is left in buf is a record cut short: tshark never sees half a packet
+            self.leftover = len(buf)
+            proc.stdin.close()  # type: ignore[union-attr]
+        except BrokenPipeError:
+            pass  # a tshark died; its stderr says why
+        except BaseException as exc:  # handed to the reading thread
+            self._error = exc
+        finally:
+            self._procs.put(None)
+
+    # -- reader side -------------------------------------------------------------
+    def packets(self) -> Iterator[Packet]:
+        writer = threading.Thread(target=self._write, name=f"egress-split-{self._name}", daemon=True)
+        writer.start()
+        try:
+            while True:
+                proc = self._procs.get()
+                if proc is None:
+                    break
+                assert proc.stdout is not None
+                for raw in proc.stdout:
+                    pkt = parse_line(raw.decode("utf-8", "replace"), self.stats, self._interface)
+                    if pkt is not None:
+                        yield pkt
+                proc.wait()
+                self._collect_stderr(proc)
+            writer.join()
+            if self._error is not None:
+                raise self._error
+        finally:
+            self.close()
+
+    def _collect_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.stderr is None:
+            return
+        for line in proc.stderr.read().decode("utf-8", "replace").splitlines():
+            if line.strip() and "Running as user" not in line:
+                self.tshark_errors.append(line.strip())
+
+    def close(self) -> None:
+        """Stop feeding and leave no tshark behind."""
+        self._stop.set()
+        for proc in self._alive:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    try:
+                        pipe.close()
+                    except OSError:
+                        pass

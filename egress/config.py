@@ -1,0 +1,199 @@
+"""The config file (SPEC: Config file) and its precedence.
+
+Command-line options, then `EGRESS_*` environment variables (nested keys joined by
+`__`, e.g. `EGRESS_KAFKA__GROUP_ID`), then the file, then built-in defaults. Unknown
+keys are refused; every error names the file and line (or the variable).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from egress.capture.prefilter import validate_bpf_text
+from egress.errors import UsageError
+from egress.yamlfile import LocatedYaml, format_errors, load_located
+
+__all__ = ["Config", "load_config", "DEFAULT_CONFIG_PATH", "parse_duration", "parse_size"]
+
+DEFAULT_CONFIG_PATH = Path("/etc/egress/egress.yaml")
+DEFAULT_POLICY_PATH = Path("/etc/egress/policy.yaml")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_duration(value: object) -> float:
+    """`60s`, `5m`, `1.5h`, `250ms` or a number of seconds → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a duration like 60s, 5m or 1h")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: object) -> int:
+    """`1GiB`, `500MB`, `4096` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"{value!r} is not a size like 1GiB or 500MB")
+    return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CaptureConfig(_Section):
+    interfaces: tuple[str, ...] = ()
+    bpf: str = ""
+    snaplen: int = Field(512, ge=64, le=262144)
+    chunk_packets: int = Field(100_000, ge=1000)  # tshark is replaced after this many packets
+
+    @field_validator("bpf")
+    @classmethod
+    def _bpf(cls, value: str) -> str:
+        reason = validate_bpf_text(value)
+        if reason:
+            raise ValueError(reason)
+        return value
+
+    @field_validator("interfaces")
+    @classmethod
+    def _interfaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", name) or name.startswith("-"):
+                raise ValueError(f"{name!r} is not a network interface name")
+        return value
+
+
+class FlowsConfig(_Section):
+    idle_timeout: float = 60.0
+    active_timeout: float = 300.0
+    max_flows: int = Field(200_000, ge=1)
+
+    @field_validator("idle_timeout", "active_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds <= 0:
+            raise ValueError("must be more than 0s")
+        return seconds
+
+
+class GeoipConfig(_Section):
+    country_db: Path | None = Path("/var/lib/GeoIP/GeoLite2-Country.mmdb")
+    asn_db: Path | None = Path("/var/lib/GeoIP/GeoLite2-ASN.mmdb")
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: tuple[str, ...] = ("localhost:9092",)
+    flows_topic: str = "egress.flows"
+    alerts_topic: str = "egress.alerts"
+    dead_letter_topic: str = "egress.deadletter"
+    group_id: str = "egress-rules"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_file: Path | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+
+class SpoolConfig(_Section):
+    path: Path = Path("/var/lib/egress/spool")
+    max_bytes: int = 2**30
+
+    @field_validator("max_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> int:
+        return parse_size(value)
+
+
+class MetricsConfig(_Section):
+    listen: str = "127.0.0.1:9108"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port")
+        return value
+
+
+class Config(_Section):
+    site: str = "default"
+    observer_name: str = ""
+    capture: CaptureConfig = CaptureConfig()
+    flows: FlowsConfig = FlowsConfig()
+    geoip: GeoipConfig = GeoipConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    spool: SpoolConfig = SpoolConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    policy_file: Path = DEFAULT_POLICY_PATH
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    """EGRESS_A__B=value → {"a": {"b": value}}; only for keys the config has."""
+    out: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for var, raw in environ.items():
+        if not var.startswith("EGRESS_"):
+            continue
+        path = tuple(part.lower() for part in var[len("EGRESS_") :].split("__"))
+        if path[0] not in Config.model_fields:
+            continue  # EGRESS_KAFKA_HOME and friends belong to other tools
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        cur = out
+        for key in path[:-1]:
+            cur = cur.setdefault(key, {})
+        cur[path[-1]] = value
+        origin[path] = var
+    return out, origin
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """The effective config. `path=None` means the default file, if it exists."""
+    doc: LocatedYaml | None = None
+    if path is not None or DEFAULT_CONFIG_PATH.exists():
+        doc = load_located(path or DEFAULT_CONFIG_PATH, "config")
+        if doc.data is None:
+            doc.data = {}
+        if not isinstance(doc.data, dict):
+            raise UsageError(f"{doc.path}:1: expected a mapping of keys at the top level")
+    env, env_origin = _env_overrides(os.environ if environ is None else environ)
+    data = _merge(_merge(doc.data if doc else {}, env), overrides or {})
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for line, err in zip(format_errors(doc, exc, source="command line"), exc.errors(), strict=True):
+            loc = tuple(str(p) for p in err["loc"])
+            var = next((v for p, v in env_origin.items() if loc[: len(p)] == p), None)
+            lines.append(f"environment {var}: {line.split(': ', 1)[1]}" if var else line)
+        raise UsageError("\n".join(lines)) from None

@@ -1,0 +1,42 @@
+"""The agent's half of the pipeline: packets → flows → enriched flow records."""
+
+from __future__ import annotations
+
+from egress.enrich import EnricherChain
+from egress.flows.table import FlowTable
+from egress.model import FlowRecord, Packet
+
+__all__ = ["FlowMeter"]
+
+
+class FlowMeter:
+    """Feeds packets to the flow table and the name-learning enrichers; every exported
+    flow leaves enriched and stamped with the site and observer."""
+
+    def __init__(self, table: FlowTable, chain: EnricherChain, site: str, observer_name: str, observer_hostname: str) -> None:
+        self._table = table
+        self._chain = chain
+        self._stamp = (site, observer_name, observer_hostname)
+        self.flows_exported = 0
+
+    def add(self, pkt: Packet) -> list[FlowRecord]:
+        self._chain.observe(pkt)
+        out = self._table.add(pkt)
+        for rec in out:
+            self._finish(rec)
+        return out
+
+    def flush(self) -> list[FlowRecord]:
+        out = list(self._table.flush())
+        for rec in out:
+            self._finish(rec)
+        return out
+
+    def _finish(self, rec: FlowRecord) -> None:
+        rec.site, rec.observer_name, rec.observer_hostname = self._stamp
+        self._chain.enrich(rec)
+        self.flows_exported += 1
+
+    @property
+    def open_flows(self) -> int:
+        return len(self._table)

@@ -1,0 +1,131 @@
+"""The typed values that cross stage boundaries.
+
+Capture yields `Packet`s; the flow table turns them into `FlowRecord`s; enrichers
+fill a record's optional fields in place before it leaves the agent; the policy
+turns a record into `Alert`s. Only `egress.codec` knows how these look on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "TCP",
+    "UDP",
+    "ICMP",
+    "ICMPV6",
+    "TRANSPORT_NAMES",
+    "Packet",
+    "DnsAnswer",
+    "Endpoint",
+    "FlowRecord",
+    "Alert",
+]
+
+TCP: Final = 6
+UDP: Final = 17
+ICMP: Final = 1
+ICMPV6: Final = 58
+TRANSPORT_NAMES: Final[dict[int, str]] = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "ipv6-icmp"}
+
+
+@dataclass(frozen=True, slots=True)
+class DnsAnswer:
+    """A DNS response: every name of the chain (asked name, CNAME targets) and the addresses."""
+
+    names: tuple[str, ...]
+    addresses: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Packet:
+    """One IP packet as the flow table needs it (no pyshark object ever leaves capture)."""
+
+    ts: float
+    length: int
+    src_mac: str | None
+    dst_mac: str | None
+    vlans: tuple[int, ...]  # outermost first; VLAN ID 0 (priority tag) is dropped
+    src_ip: str
+    dst_ip: str
+    proto: int
+    sport: int = 0
+    dport: int = 0
+    tcp_flags: int = 0
+    icmp_type: int = -1
+    icmp_code: int = -1
+    dns: DnsAnswer | None = None
+    server_name: str | None = None  # TLS SNI or HTTP Host the sender named
+    interface: str = ""
+
+
+@dataclass(slots=True)
+class Endpoint:
+    """One side of a flow, with the counters of what it sent."""
+
+    ip: str
+    port: int
+    mac: str | None = None
+    bytes: int = 0
+    packets: int = 0
+
+
+@dataclass(slots=True)
+class FlowRecord:
+    """One flow export: measured by the flow table, then enriched."""
+
+    start: float
+    end: float
+    transport: int
+    source: Endpoint  # the initiator
+    destination: Endpoint
+    vlans: tuple[int, ...]
+    community_id: str
+    direction: str  # ECS network.direction: outbound | inbound | internal | external
+    icmp_type: int = -1
+    icmp_code: int = -1
+    # enrichment (filled by enrichers; all optional)
+    device_mac: str | None = None
+    device_ip: str | None = None
+    device_manufacturer: str | None = None  # the brand when the catalogue knows it
+    device_organization: str | None = None  # the IEEE registry's organisation name
+    destination_domain: str | None = None
+    destination_domains: tuple[str, ...] = ()
+    destination_country: str | None = None
+    destination_asn: int | None = None
+    destination_as_org: str | None = None
+    source_country: str | None = None
+    site: str = ""
+    observer_name: str = ""
+    observer_hostname: str = ""
+    interface: str = ""
+    # set by the rules stage
+    group: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_egress(self) -> bool:
+        return self.direction == "outbound"
+
+    @property
+    def transport_name(self) -> str:
+        return TRANSPORT_NAMES.get(self.transport, str(self.transport))
+
+    @property
+    def ip_version(self) -> str:
+        return "ipv6" if ":" in self.source.ip else "ipv4"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A verdict that needs attention: the flow it is about plus the rule that fired."""
+
+    flow: FlowRecord
+    event_id: str
+    category: str  # deny | unexpected | covered-vendor
+    rule_id: str
+    rule_name: str
+    ruleset: str
+    severity: str  # low | medium | high | critical
+    message: str

@@ -1,0 +1,209 @@
+"""The policy file (SPEC: Policy file): strict models, parsed values, located errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
+from egress.yamlfile import load_located, validate
+
+__all__ = ["Policy", "Group", "Match", "RuleEntry", "PortRange", "Destination", "load_policy", "default_policy", "COVERED_VENDORS"]
+
+COVERED_VENDORS = ("Hikvision", "Dahua", "Hytera", "Huawei", "ZTE")
+Severity = Literal["low", "medium", "high", "critical"]
+
+_PORT = re.compile(r"^(tcp|udp|any)/(\d{1,5})(?:-(\d{1,5}))?$")
+_HOST = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,62})?)(\.[a-z0-9_]([a-z0-9_-]{0,62})?)*\.?$")
+_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    transport: str  # tcp | udp | any
+    low: int
+    high: int
+
+    def matches(self, transport: str, port: int) -> bool:
+        return (self.transport == "any" or self.transport == transport) and self.low <= port <= self.high
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """An IP network, an exact hostname, or a `*.` wildcard (subdomains at any depth)."""
+
+    network: IPNetwork | None = None
+    hostname: str | None = None
+    suffix: str | None = None  # ".example.com" for "*.example.com"
+
+
+def parse_port(text: str) -> PortRange:
+    m = _PORT.match(str(text).strip().lower())
+    if not m:
+        raise ValueError(f"port {text!r} is not like tcp/443, udp/123, tcp/8000-8010 or any/53")
+    low = int(m.group(2))
+    high = int(m.group(3) or low)
+    if not 0 <= low <= high <= 65535:
+        raise ValueError(f"port range {text!r} is outside 0-65535 or reversed")
+    return PortRange(m.group(1), low, high)
+
+
+def parse_destination(text: str) -> Destination:
+    value = str(text).strip()
+    try:
+        return Destination(network=ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        pass
+    host = value.lower().rstrip(".")
+    if not _HOST.match(host):
+        raise ValueError(f"destination {text!r} is neither an IP, a CIDR, a hostname nor a *.wildcard")
+    if host.startswith("*."):
+        return Destination(suffix=host[1:])
+    return Destination(hostname=host)
+
+
+def normalise_mac(text: str) -> str:
+    value = str(text).strip().lower()
+    if not _MAC.match(value):
+        raise ValueError(f"MAC address {text!r} is not like 44:19:b6:12:34:56")
+    digits = re.sub(r"[^0-9a-f]", "", value)
+    return "-".join(digits[i : i + 2] for i in range(0, 12, 2)).upper()
+
+
+class RuleEntry(_Strict):
+    """One allow or deny entry: every key given must hold."""
+
+    name: str = Field(min_length=1)
+    destinations: tuple[Destination, ...] = ()
+    countries: tuple[str, ...] = ()
+    asns: tuple[int, ...] = ()
+    ports: tuple[PortRange, ...] = ()
+    severity: Severity | None = None
+    description: str = ""
+
+    @field_validator("destinations", mode="before")
+    @classmethod
+    def _destinations(cls, value: object) -> tuple[Destination, ...]:
+        return tuple(parse_destination(v) for v in _as_list(value))
+
+    @field_validator("ports", mode="before")
+    @classmethod
+    def _ports(cls, value: object) -> tuple[PortRange, ...]:
+        return tuple(parse_port(v) for v in _as_list(value))
+
+    @field_validator("countries", mode="before")
+    @classmethod
+    def _countries(cls, value: object) -> tuple[str, ...]:
+        out = []
+        for v in _as_list(value):
+            code = str(v).strip().upper()
+            if not re.fullmatch(r"[A-Z]{2}", code):
+                raise ValueError(f"country {v!r} is not an ISO 3166 two-letter code")
+            out.append(code)
+        return tuple(out)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> RuleEntry:
+        if not (self.destinations or self.countries or self.asns or self.ports):
+            raise ValueError(f"rule {self.name!r} has no destinations, countries, asns or ports: it would match everything")
+        return self
+
+
+class Match(_Strict):
+    vlans: tuple[int, ...] = ()
+    vendors: tuple[str, ...] = ()
+    subnets: tuple[IPNetwork, ...] = ()
+    macs: tuple[str, ...] = ()
+
+    @field_validator("vlans")
+    @classmethod
+    def _vlans(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for v in value:
+            if not 1 <= v <= 4094:
+                raise ValueError(f"VLAN {v} is outside 1-4094 (VLAN 0 is a priority tag, not a VLAN)")
+        return value
+
+    @field_validator("subnets", mode="before")
+    @classmethod
+    def _subnets(cls, value: object) -> tuple[IPNetwork, ...]:
+        return tuple(_network(v) for v in _as_list(value))
+
+    @field_validator("macs", mode="before")
+    @classmethod
+    def _macs(cls, value: object) -> tuple[str, ...]:
+        return tuple(normalise_mac(v) for v in _as_list(value))
+
+
+class Group(_Strict):
+    name: str = Field(min_length=1)
+    match: Match | None = None
+    allow: tuple[RuleEntry, ...] = ()
+    deny: tuple[RuleEntry, ...] = ()
+
+
+class Device(_Strict):
+    mac: str
+    name: str = Field(min_length=1)
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, value: object) -> str:
+        return normalise_mac(str(value))
+
+
+class Policy(_Strict):
+    version: Literal[1]
+    local_networks: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(n) for n in DEFAULT_LOCAL_NETWORKS)
+    covered_vendors: tuple[str, ...] = COVERED_VENDORS
+    devices: tuple[Device, ...] = ()
+    groups: tuple[Group, ...] = ()
+    default_verdict: Literal["alert", "allow"] = "alert"
+    name: str = "egress-policy"  # rule.ruleset in alert records
+
+    @field_validator("local_networks", mode="before")
+    @classmethod
+    def _local(cls, value: object) -> tuple[IPNetwork, ...]:
+        return tuple(_network(v) for v in _as_list(value))
+
+    @model_validator(mode="after")
+    def _unique(self) -> Policy:
+        seen: set[str] = set()
+        for group in self.groups:
+            if group.name in seen:
+                raise ValueError(f"group name {group.name!r} is used twice")
+            seen.add(group.name)
+        return self
+
+
+def _as_list(value: object) -> list[object]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]
+
+
+def _network(value: object) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP network like 10.0.0.0/8") from None
+
+
+def load_policy(path: Path) -> Policy:
+    """Load and validate; a bad policy is refused as a whole (UsageError, file:line lines)."""
+    return validate(Policy, load_located(path, "policy"))
+
+
+def default_policy() -> Policy:
+    """What egress uses with no policy file: every egress is unexpected."""
+    return Policy(version=1, name="built-in-default")

@@ -17,6 +17,7 @@ class DeviceEnricher:
 
     def __init__(self, registry: OuiRegistry) -> None:
         self._registry = registry
+        self.bad_macs = 0
 
     def enrich(self, rec: FlowRecord) -> None:
         if rec.direction in ("outbound", "internal"):
@@ -28,6 +29,10 @@ class DeviceEnricher:
         rec.device_ip = local.ip
         rec.device_mac = local.mac
         if local.mac:
-            brand, organization = manufacturer(local.mac, self._registry)
+            try:
+                brand, organization = manufacturer(local.mac, self._registry)
+            except ValueError:  # a garbage MAC from a corrupt frame is not a device's
+                self.bad_macs += 1
+                return
             rec.device_organization = organization
             rec.device_manufacturer = brand or organization

@@ -1,0 +1,62 @@
+"""Shared fixtures: the test GeoIP databases, the egress command, the real captures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PCAPS = ROOT / "pcaps"
+POLICY = ROOT / "deploy" / "policy.example.yaml"
+REAL = ROOT.parent / "shared" / "pcaps-real"
+
+
+def geolite2_city() -> Path:
+    """The real (2018) GeoLite2-City database that the PyPI package maxminddb-geolite2 carries."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("_maxminddb_geolite2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("maxminddb-geolite2 is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "GeoLite2-City.mmdb"
+
+sys.path.insert(0, str(PCAPS))
+
+
+@pytest.fixture(scope="session")
+def geoip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Test Country, City and ASN databases for the documentation ranges."""
+    import make_geoip
+
+    return make_geoip.build(tmp_path_factory.mktemp("geoip"))
+
+
+def run_egress(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a child process, as a user would."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EGRESS_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "egress", *map(str, args)],
+        capture_output=True, text=True, env=full_env, timeout=timeout, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def ndjson(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def egress_cli():
+    return run_egress
+
+
+def real_capture(name: str) -> Path:
+    path = REAL / name
+    if not path.exists():
+        pytest.skip(f"{path} is not here (../shared absent)")
+    return path

@@ -1,0 +1,127 @@
+"""`egress analyze` on the committed sample captures gives exactly the expected alerts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PCAPS, POLICY, ndjson, run_egress
+
+# (device MAC, destination ip, destination port, transport, category, rule name)
+EXPECTED: dict[str, set[tuple[str, str, int, str, str, str]]] = {
+    "street-cctv-vlan20.pcap": {
+        ("44-19-B6-12-34-56", "10.20.0.53", 53, "udp", "covered-vendor", "covered-vendor"),
+        ("3C-EF-8C-00-00-21", "192.0.2.80", 443, "tcp", "covered-vendor", "covered-vendor"),
+        ("44-19-B6-12-34-56", "198.51.100.200", 443, "tcp", "deny", "vendor-p2p-cloud"),  # name asked, CNAME'd
+        ("3C-EF-8C-00-00-21", "198.51.100.201", 8800, "udp", "deny", "vendor-p2p-cloud"),  # CNAME target
+        ("3C-EF-8C-00-00-21", "203.0.113.201", 123, "udp", "unexpected", "unexpected-destination"),  # unresolved NTP
+        ("44-19-B6-12-34-56", "198.51.100.10", 8000, "tcp", "unexpected", "unexpected-destination"),  # port
+        ("3C-EF-8C-00-00-21", "192.0.2.50", 32100, "udp", "deny", "hostile-states"),  # country
+        ("3C-EF-8C-00-00-21", "192.0.2.80", 443, "tcp", "deny", "hostile-states"),  # mid-stream TCP
+        ("44-19-B6-12-34-56", "203.0.113.160", 80, "tcp", "unexpected", "unexpected-destination"),  # IP-literal Host
+    },
+    "building-cctv-ipv6.pcapng": {
+        ("AC-CC-8E-00-00-31", "2001:db8:1::5", 443, "tcp", "deny", "hostile-states"),
+        ("AC-CC-8E-00-00-31", "198.51.100.99", 3478, "udp", "unexpected", "unexpected-destination"),
+        ("02-00-00-00-00-99", "198.51.100.10", 443, "tcp", "unexpected", "unexpected-destination"),
+    },
+    "trunk-qinq-mixed.pcap": {
+        ("44-19-B6-00-00-77", "10.20.0.53", 53, "udp", "covered-vendor", "covered-vendor"),
+        ("44-19-B6-00-00-77", "198.51.100.210", 6500, "tcp", "deny", "vendor-p2p-cloud"),
+        ("48-EA-63-00-00-50", "192.0.2.99", 443, "tcp", "unexpected", "unexpected-destination"),
+    },
+}
+
+
+def _key(a: dict) -> tuple[str, str, int, str, str, str]:
+    return (a["device"]["id"], a["destination"]["ip"], a["destination"].get("port", 0), a["network"]["transport"], a["rule"]["category"], a["rule"]["name"])
+
+
+def _analyze(capture: Path, geoip: dict[str, Path], *extra: str) -> list[dict]:
+    proc = run_egress("analyze", capture, "--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"], "--format", "json", *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return ndjson(proc.stdout)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_sample_alerts_are_exactly_the_expected_ones(name: str, geoip: dict[str, Path]) -> None:
+    """Every policy path in the samples raises exactly its alert, and nothing else does."""
+    alerts = _analyze(PCAPS / name, geoip)
+    assert sorted(map(_key, alerts)) == sorted(EXPECTED[name])
+
+
+def test_alert_records_carry_ecs_fields(geoip: dict[str, Path]) -> None:
+    """Alert records are ECS: kind alert, numeric severity, rule fields, message, MACs upper-case hyphenated."""
+    alerts = _analyze(PCAPS / "street-cctv-vlan20.pcap", geoip)
+    deny = next(a for a in alerts if a["rule"]["name"] == "vendor-p2p-cloud" and a["destination"]["ip"] == "198.51.100.200")
+    assert deny["event"]["kind"] == "alert"
+    assert deny["event"]["severity"] == 73 and deny["egress"]["severity"] == "high"
+    assert deny["rule"] == {"id": "street-cctv/deny/vendor-p2p-cloud", "name": "vendor-p2p-cloud", "category": "deny", "ruleset": "egress-policy"}
+    assert deny["labels"]["group"] == "street-cctv"
+    assert deny["network"]["vlan"] == {"id": "20"}
+    assert deny["network"]["direction"] == "outbound"
+    assert deny["network"]["community_id"].startswith("1:")
+    assert deny["device"] == {"id": "44-19-B6-12-34-56", "manufacturer": "Hikvision"}
+    assert set(deny["egress"]["destination"]["domains"]) == {"dev.hik-connect.com", "hik-edge.cdn.example"}
+    assert deny["destination"]["geo"]["country_iso_code"] == "US" and deny["destination"]["as"]["number"] == 16509
+    assert "vauxhall-lamp-01" in deny["message"] and "\n" not in deny["message"]
+    assert len({a["event"]["id"] for a in alerts}) == len(alerts)
+
+
+def test_event_ids_are_deterministic(geoip: dict[str, Path]) -> None:
+    """The same capture and policy give the same event.ids on every run."""
+    first = {a["event"]["id"] for a in _analyze(PCAPS / "trunk-qinq-mixed.pcap", geoip)}
+    second = {a["event"]["id"] for a in _analyze(PCAPS / "trunk-qinq-mixed.pcap", geoip)}
+    assert first == second and len(first) == 3
+
+
+def test_sni_alone_allows_and_dns_learned_name_allows(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """The SNI-only firmware flow and the DNS-resolved NTP flow are evaluated and allowed (no alert)."""
+    flows_out = tmp_path / "flows.ndjson"
+    alerts = _analyze(PCAPS / "street-cctv-vlan20.pcap", geoip, "--flows-out", str(flows_out))
+    flows = ndjson(flows_out.read_text())
+    fw = next(f for f in flows if f["destination"]["ip"] == "198.51.100.150")
+    ntp = next(f for f in flows if f["destination"]["ip"] == "203.0.113.200")
+    assert fw["destination"]["domain"] == "fw.vendor-updates.example"
+    assert ntp["destination"]["domain"] == "0.pool.ntp.org"
+    alerted = {(a["destination"]["ip"], a["rule"]["category"]) for a in alerts}
+    assert not any(ip in ("198.51.100.150", "203.0.113.200") and cat != "covered-vendor" for ip, cat in alerted)
+
+
+def test_inbound_and_intra_site_flows_raise_nothing(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """The inbound RTSP connection is recorded as inbound with the camera as device, and never alerts."""
+    flows_out = tmp_path / "flows.ndjson"
+    alerts = _analyze(PCAPS / "street-cctv-vlan20.pcap", geoip, "--flows-out", str(flows_out))
+    inbound = [f for f in ndjson(flows_out.read_text()) if f["network"]["direction"] == "inbound"]
+    assert [(f["source"]["ip"], f["destination"]["ip"], f["destination"]["port"]) for f in inbound] == [("203.0.113.150", "10.20.1.11", 554)]
+    assert inbound[0]["device"]["id"] == "44-19-B6-12-34-56"
+    assert not [a for a in alerts if a["network"]["direction"] == "inbound" and a["rule"]["category"] != "covered-vendor"]
+    assert not [f for f in ndjson(flows_out.read_text()) if f["destination"]["ip"] == "10.20.0.5"]
+
+
+def test_fail_on_alert_exits_1(geoip: dict[str, Path]) -> None:
+    """--fail-on-alert turns found alerts into exit code 1."""
+    proc = run_egress("analyze", PCAPS / "trunk-qinq-mixed.pcap", "--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"], "--format", "json", "--fail-on-alert")
+    assert proc.returncode == 1 and len(ndjson(proc.stdout)) == 3
+
+
+def test_table_and_csv_formats(geoip: dict[str, Path]) -> None:
+    """The table shows alerts and a summary; CSV has a header and one row per alert."""
+    common = ("--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"])
+    table = run_egress("analyze", PCAPS / "trunk-qinq-mixed.pcap", *common)
+    assert table.returncode == 0
+    assert "Devices by vendor: Hikvision 1, Uniview 1" in table.stdout
+    assert "Destinations by country:" in table.stdout and "CN 1" in table.stdout
+    assert "vendor-p2p-cloud" in table.stdout
+    csv_out = run_egress("analyze", PCAPS / "trunk-qinq-mixed.pcap", *common, "--format", "csv")
+    rows = csv_out.stdout.splitlines()
+    assert rows[0].startswith("timestamp,category,rule") and len(rows) == 4
+
+
+def test_city_database_works_as_country_database(geoip: dict[str, Path]) -> None:
+    """A City mmdb given as --geoip-country gives the same verdicts as a Country mmdb."""
+    proc = run_egress("analyze", PCAPS / "building-cctv-ipv6.pcapng", "--policy", POLICY, "--geoip-country", geoip["city"], "--geoip-asn", geoip["asn"], "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(map(_key, ndjson(proc.stdout))) == sorted(EXPECTED["building-cctv-ipv6.pcapng"])

@@ -86,7 +86,8 @@ def _geoip_paths(config: Config, policy: Any) -> tuple[Path | None, Path | None]
     ):
         if path is not None and path == default and not path.exists():
             if needed:
-                raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {kind}s (give --geoip-{kind} or run geoipupdate)")
+                rules_on = "countries" if kind == "country" else "ASNs"
+                raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {rules_on} (give --geoip-{kind} or run geoipupdate)")
             log.warning("geoip_missing", database=kind, path=str(path), effect=f"{kind} fields stay empty")
             path = None
         paths.append(path)

@@ -1,0 +1,141 @@
+"""Exit codes and one-line errors per SPEC: nothing reaches the user as a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import PCAPS, POLICY, ndjson, run_egress
+
+SAMPLE = PCAPS / "trunk-qinq-mixed.pcap"
+
+
+def _errors(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr
+    return [ln for ln in stderr.splitlines() if ln.startswith("egress: ")]
+
+
+def test_tshark_missing_exits_3(tmp_path: Path) -> None:
+    """Without tshark on PATH, analyze says so in one line and exits 3."""
+    proc = run_egress("analyze", SAMPLE, env={"PATH": str(tmp_path)})
+    assert proc.returncode == 3
+    assert len(_errors(proc.stderr)) == 1 and "tshark not found" in proc.stderr
+
+
+def test_missing_geoip_file_exits_3(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """A GeoIP database that was asked for and is absent is a missing dependency (3)."""
+    proc = run_egress("analyze", SAMPLE, "--policy", POLICY, "--geoip-country", tmp_path / "nope.mmdb", "--geoip-asn", geoip["asn"])
+    assert proc.returncode == 3
+    assert str(tmp_path / "nope.mmdb") in _errors(proc.stderr)[0]
+
+
+def test_policy_needing_countries_without_geoip_exits_3(tmp_path: Path) -> None:
+    """A policy with country rules never runs silently without a country database."""
+    proc = run_egress("analyze", SAMPLE, "--policy", POLICY)
+    assert proc.returncode == 3
+    assert "the policy has rules on" in _errors(proc.stderr)[0]
+
+
+def test_wrong_mmdb_exits_2(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """An ASN database given as the country database, or a text file, is refused (2), naming the file."""
+    proc = run_egress("analyze", SAMPLE, "--geoip-country", geoip["asn"])
+    assert proc.returncode == 2 and "expected a Country or City database" in _errors(proc.stderr)[0]
+    junk = tmp_path / "junk.mmdb"
+    junk.write_text("hello")
+    proc = run_egress("analyze", SAMPLE, "--geoip-asn", junk)
+    assert proc.returncode == 2 and str(junk) in _errors(proc.stderr)[0]
+
+
+def test_bad_policy_exits_2_with_file_and_line(tmp_path: Path) -> None:
+    """A bad policy is refused whole; each problem is reported as file:line."""
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("version: 1\ngroups:\n  - name: a\n    colour: red\n    allow:\n      - {name: x, ports: [tcp/70000]}\n")
+    proc = run_egress("analyze", SAMPLE, "--policy", bad)
+    assert proc.returncode == 2
+    errors = _errors(proc.stderr)
+    assert f"egress: {bad}:4: groups.0.colour: unknown key" in errors
+    assert any(e.startswith(f"egress: {bad}:6: groups.0.allow.0.ports") for e in errors)
+
+
+def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
+    """Broken YAML is reported with its line."""
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("version: 1\ngroups: [\n  - name: a\n")
+    proc = run_egress("check", "--policy", bad)
+    assert proc.returncode == 2
+    assert _errors(proc.stderr)[0].startswith(f"egress: {bad}:")
+
+
+def test_not_a_capture_and_empty_file_exit_2(tmp_path: Path) -> None:
+    """A file that is not a capture at all exits 2 and is named."""
+    text = tmp_path / "notes.pcap"
+    text.write_text("this is not a capture\n" * 10)
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    for path, reason in ((text, "not a capture file"), (empty, "empty file")):
+        proc = run_egress("analyze", path)
+        assert proc.returncode == 2
+        assert _errors(proc.stderr) == [f"egress: {path}: {reason}" + (" (pcap or pcapng)" if reason == "not a capture file" else ", not a capture")]
+
+
+def test_missing_capture_exits_2(tmp_path: Path) -> None:
+    """A capture path that does not exist is bad input (2)."""
+    proc = run_egress("analyze", tmp_path / "gone.pcap")
+    assert proc.returncode == 2 and "no such file" in _errors(proc.stderr)[0]
+
+
+def test_capture_cut_short_is_analysed_up_to_the_cut(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """A recording killed mid-packet: warning, exit 0, and the alerts of the part before the cut."""
+    data = (PCAPS / "street-cctv-vlan20.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) * 2 // 3 + 7])
+    common = ("--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"], "--format", "json")
+    whole = {a["event"]["id"] for a in ndjson(run_egress("analyze", PCAPS / "street-cctv-vlan20.pcap", *common).stdout)}
+    proc = run_egress("analyze", cut, *common)
+    assert proc.returncode == 0
+    assert "cut short" in proc.stderr and "Traceback" not in proc.stderr
+    part = {a["event"]["id"] for a in ndjson(proc.stdout)}
+    assert part and len(part) < len(whole)
+    assert part <= whole  # a flow cut in half keeps its start, its community ID and so its event.id
+
+
+def test_empty_pcapng_gives_no_alerts_and_exit_0(tmp_path: Path) -> None:
+    """A valid capture with zero packets is fine: no alerts, exit 0."""
+    import struct
+
+    shb = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    idb = struct.pack("<IIHHII", 1, 20, 1, 0, 262144, 20)
+    path = tmp_path / "empty.pcapng"
+    path.write_bytes(shb + idb)
+    proc = run_egress("analyze", path, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_check_accepts_the_example_and_reports_config_errors(tmp_path: Path) -> None:
+    """`egress check` passes the shipped policy and names the line of an unknown config key."""
+    ok = run_egress("check", "--policy", POLICY)
+    assert ok.returncode == 0 and "policy OK" in ok.stdout and "2 groups" in ok.stdout
+    cfg = tmp_path / "egress.yaml"
+    cfg.write_text("site: x\nflows:\n  idle_timeout: soon\n  max_flow: 3\n")
+    bad = run_egress("check", "--config", cfg, "--policy", POLICY)
+    assert bad.returncode == 2
+    errors = _errors(bad.stderr)
+    assert f"egress: {cfg}:3: flows.idle_timeout: 'soon' is not a duration like 60s, 5m or 1h" in errors
+    assert f"egress: {cfg}:4: flows.max_flow: unknown key" in errors
+
+
+def test_environment_overrides_file_and_errors_name_the_variable(tmp_path: Path) -> None:
+    """EGRESS_* variables override the file; a bad one is named in the error."""
+    cfg = tmp_path / "egress.yaml"
+    cfg.write_text(f"policy_file: {tmp_path / 'absent.yaml'}\n")
+    proc = run_egress("check", "--config", cfg, env={"EGRESS_POLICY_FILE": str(POLICY)})
+    assert proc.returncode == 0, proc.stderr
+    proc = run_egress("check", "--config", cfg, "--policy", POLICY, env={"EGRESS_FLOWS__MAX_FLOWS": "many"})
+    assert proc.returncode == 2
+    assert _errors(proc.stderr)[0].startswith("egress: environment EGRESS_FLOWS__MAX_FLOWS: flows.max_flows:")
+
+
+def test_version() -> None:
+    """--version prints the version."""
+    proc = run_egress("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("egress ")

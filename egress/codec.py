@@ -69,7 +69,7 @@ def flow_to_ecs(rec: FlowRecord) -> dict[str, Any]:
             "type": ["connection"],
             "start": iso(rec.start),
             "end": iso(rec.end),
-            "duration": round((rec.end - rec.start) * 1e9),
+            "duration": (round(rec.end * 1e6) - round(rec.start * 1e6)) * 1000,
         },
         "source": src,
         "destination": dst,

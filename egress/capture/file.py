@@ -57,8 +57,10 @@ class FileSource:
         *,
         chunk_packets: int = 100_000,
         progress: Callable[[int], None] | None = None,
+        prefilter: bool = True,
     ) -> None:
         self.path = path
+        self._use_prefilter = prefilter
         self._bpf = bpf
         self._bpf_untagged = bpf_untagged
         self._chunk = chunk_packets
@@ -82,7 +84,7 @@ class FileSource:
 
     def packets(self) -> Iterator[Packet]:
         self._check_readable()
-        tcpdump = shutil.which("tcpdump")
+        tcpdump = shutil.which("tcpdump") if self._use_prefilter else None
         if tcpdump:
             for bpf in (self._bpf, self._bpf_untagged):
                 stream = self._try_prefilter(tcpdump, bpf)
@@ -132,10 +134,12 @@ class FileSource:
         assert proc.stdout is not None and proc.stderr is not None
         tshark = tshark_path()
         rot = RotatingTshark(proc.stdout, lambda: _spawn(tshark_argv(tshark)), chunk_packets=self._chunk, name=str(self.path))
+        finished = False
         try:
             yield from rot.packets()
+            finished = True
         finally:
-            if proc.poll() is None:
+            if not finished and proc.poll() is None:
                 proc.kill()
             proc.wait()
             feeder.join()
@@ -154,14 +158,16 @@ class FileSource:
         stats = LineStats()
         proc = _spawn(tshark_argv(tshark_path(), str(self.path)), stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
+        finished = False
         try:
             for raw in proc.stdout:
                 pkt = parse_line(raw.decode("utf-8", "replace"), stats)
                 if pkt is not None:
                     yield pkt
+            finished = True
         finally:
-            if proc.poll() is None:
-                proc.kill()
+            if not finished and proc.poll() is None:
+                proc.kill()  # the consumer stopped early: leave no tshark behind
             proc.wait()
             err = proc.stderr.read().decode("utf-8", "replace")
             proc.stdout.close()

@@ -25,7 +25,8 @@ def _nets(direction: str, networks: Iterable[IPNetwork]) -> str:
 
 
 def build_filter(local_networks: Iterable[IPNetwork], extra: str = "", vlan: bool = True) -> str:
-    """BPF text: non-local IP or DNS, also inside one or two VLAN tags (802.1Q/802.1ad).
+    """BPF text: non-local IP or DNS, also inside one or two VLAN tags (802.1Q/802.1ad);
+    PPPoE session frames pass whole.
 
     libpcap's `vlan` keyword shifts the offsets for the rest of the expression, so the
     untagged case comes first and each deeper tag nests inside the previous one.
@@ -34,7 +35,13 @@ def build_filter(local_networks: Iterable[IPNetwork], extra: str = "", vlan: boo
     core = "(ip or ip6)"
     if nets:
         core = f"((ip or ip6) and (not ({_nets('src', nets)} and {_nets('dst', nets)}) or port 53))"
-    text = f"({core} or (vlan and ({core} or (vlan and {core}))))" if vlan else core
+    if vlan:
+        # PPPoE sessions (a site behind a DSL uplink) pass whole: the `pppoes` keyword
+        # would shift the offsets of every branch after it, `ether proto` does not.
+        inner = f"({core} or ether proto 0x8864)"
+        text = f"({inner} or (vlan and ({inner} or (vlan and {inner}))))"
+    else:
+        text = core
     if extra.strip():
         text = f"{text} and ({extra.strip()})"
     return text

@@ -3,6 +3,7 @@ its fields agree with pyshark's full dissection."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,8 @@ def test_fast_path_agrees_with_pyshark_full_dissection() -> None:
     source = FileSource.for_networks(path, [], prefilter=False)  # every IP packet
     ours = [(round(p.ts, 6), p.length, p.src_ip, p.dst_ip, p.sport, p.dport, p.server_name) for p in source.packets()]
     theirs = []
-    cap = pyshark.FileCapture(str(path))
+    loop = asyncio.new_event_loop()  # pyshark's sync API runs its own loop; earlier tests may have closed the default one
+    cap = pyshark.FileCapture(str(path), eventloop=loop)
     try:
         for pkt in cap:
             if "IP" not in pkt:
@@ -86,4 +88,5 @@ def test_fast_path_agrees_with_pyshark_full_dissection() -> None:
             theirs.append((round(float(pkt.sniff_timestamp), 6), int(pkt.length), pkt.ip.src, pkt.ip.dst, *ports, sni))
     finally:
         cap.close()
+        loop.close()
     assert ours == theirs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="json: one ECS alert record per line (NDJSON)")
     p.add_argument("--flows-out", type=Path, metavar="F", help="write every flow record as NDJSON to F")
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when any alert was raised")
+    _common(p)
+
+    p = sub.add_parser("agent", help="capture → flows → enrich → Kafka flows topic", description="The capture agent: publishes flow records to Kafka.")
+    p.add_argument("--read", type=Path, metavar="PCAP", required=True, help="read a capture file instead of capturing live")
+    _common(p)
+
+    p = sub.add_parser("rules", help="Kafka flows topic → policy → metrics and alerts", description="The rules consumer (one member of a consumer group).")
+    p.add_argument("--alerts-out", type=Path, metavar="F", help="also append alert records as NDJSON to F")
+    _common(p)
+
+    p = sub.add_parser("run", help="agent and rules in one process, no Kafka", description="Agent and rules joined by an in-process bus.")
+    p.add_argument("--read", type=Path, metavar="PCAP", required=True, help="read a capture file")
+    p.add_argument("--alerts-out", type=Path, metavar="F", help="alert records as NDJSON to F (default stdout)")
     _common(p)
 
     p = sub.add_parser("check", help="validate config and policy", description="Validate the config and policy files; print each problem with file and line.")
@@ -135,6 +149,45 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
     return EXIT_ALERTS if args.fail_on_alert and result.alerts else EXIT_OK
 
 
+def _plan(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
+    from egress.capture.tshark import tshark_path
+    from egress.localnet import LocalNetworks
+    from egress.services.serve import AgentPlan
+
+    tshark_path()
+    if not args.read.exists():
+        raise InputError(f"{args.read}: no such file")
+    policy = _load_policy(config, args.policy is not None or args.config is not None)
+    return AgentPlan(config, LocalNetworks(policy.local_networks), _build_chain(config, policy), args.read), policy
+
+
+def _policy_path(config: Config, policy: Any) -> Path | None:
+    return None if policy.name == "built-in-default" else config.policy_file
+
+
+def cmd_agent(args: argparse.Namespace, config: Config) -> int:
+    from egress.services.serve import agent_main
+
+    plan, _ = _plan(args, config)
+    return asyncio.run(agent_main(plan))
+
+
+def cmd_rules(args: argparse.Namespace, config: Config) -> int:
+    from egress.policy.evaluate import Evaluator
+    from egress.services.serve import rules_main
+
+    policy = _load_policy(config, args.policy is not None or args.config is not None)
+    return asyncio.run(rules_main(config, Evaluator(policy), _policy_path(config, policy), args.alerts_out))
+
+
+def cmd_run(args: argparse.Namespace, config: Config) -> int:
+    from egress.policy.evaluate import Evaluator
+    from egress.services.serve import run_main
+
+    plan, policy = _plan(args, config)
+    return asyncio.run(run_main(plan, Evaluator(policy), _policy_path(config, policy), args.alerts_out))
+
+
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from egress.policy.schema import load_policy
 
@@ -172,7 +225,7 @@ class _Progress:
         self._bar.stop()
 
 
-COMMANDS = {"analyze": cmd_analyze, "check": cmd_check}
+COMMANDS = {"analyze": cmd_analyze, "agent": cmd_agent, "rules": cmd_rules, "run": cmd_run, "check": cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -102,6 +102,8 @@ class KafkaConfig(_Section):
     alerts_topic: str = "egress.alerts"
     dead_letter_topic: str = "egress.deadletter"
     group_id: str = "egress-rules"
+    partitions: int = Field(6, ge=1)  # for topics egress creates; existing topics keep theirs
+    replication_factor: int = Field(1, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

@@ -71,6 +71,15 @@ class Evaluator:
         self._names = {d.mac: d.name for d in policy.devices}
         self._reported: set[str] = set()
 
+    def with_policy(self, policy: Policy) -> Evaluator:
+        """A new evaluator for a reloaded policy that remembers the devices already reported."""
+        new = Evaluator(policy)
+        new._reported = self._reported
+        return new
+
+    def is_covered(self, brand: str | None) -> bool:
+        return bool(brand) and brand.casefold() in self._covered  # type: ignore[union-attr]
+
     def group_of(self, rec: FlowRecord) -> Group:
         device_ip = _ip(rec.device_ip)
         for group, vendors in zip(self.policy.groups, self._vendor_sets, strict=True):

@@ -1,0 +1,179 @@
+"""Kafka transport (aiokafka): an idempotent, acks=all, compressed, batching producer
+and a consumer-group subscriber that commits explicit offsets.
+
+Offsets are committed only when the caller says a batch is done, so a consumer
+killed mid-batch gives its records to the next owner (at-least-once). Rebalances
+happen in the background; a commit refused because the partitions moved on is
+logged, not fatal: the new owner re-reads from the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
+
+from egress.bus import Message
+from egress.config import KafkaConfig
+from egress.errors import DependencyMissing, UsageError
+
+__all__ = ["KafkaPublisher", "KafkaSubscriber", "ensure_topics", "client_options"]
+
+log = structlog.get_logger("egress.kafka")
+
+
+def client_options(cfg: KafkaConfig) -> dict[str, Any]:
+    """Connection and security settings shared by producer, consumer and admin client."""
+    opts: dict[str, Any] = {"bootstrap_servers": list(cfg.bootstrap_servers), "security_protocol": cfg.security_protocol}
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = create_ssl_context(
+            cafile=str(cfg.ssl_cafile) if cfg.ssl_cafile else None,
+            certfile=str(cfg.ssl_certfile) if cfg.ssl_certfile else None,
+            keyfile=str(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
+        )
+    if cfg.security_protocol.startswith("SASL"):
+        if cfg.sasl_mechanism is None or cfg.sasl_username is None:
+            raise UsageError(f"kafka.security_protocol {cfg.security_protocol} needs kafka.sasl_mechanism and kafka.sasl_username")
+        password = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
+        if password is None and cfg.sasl_password_file is not None:
+            try:
+                password = cfg.sasl_password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise UsageError(f"{cfg.sasl_password_file}: cannot read the SASL password: {exc.strerror}") from None
+        if password is None:
+            raise UsageError("SASL needs a password: kafka.sasl_password_file or EGRESS_KAFKA__SASL_PASSWORD")
+        opts.update(sasl_mechanism=cfg.sasl_mechanism, sasl_plain_username=cfg.sasl_username, sasl_plain_password=password)
+    return opts
+
+
+async def ensure_topics(cfg: KafkaConfig, topics: list[str]) -> None:
+    """Create missing topics with the configured partitions; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=10_000)
+    try:
+        await admin.start()
+    except KafkaError as exc:
+        raise DependencyMissing(f"Kafka unreachable at {','.join(cfg.bootstrap_servers)}: {exc}") from None
+    try:
+        new = [NewTopic(t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor) for t in topics]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+        except KafkaError as exc:
+            for topic in new:  # one at a time, so an existing topic does not hide a new one
+                try:
+                    await admin.create_topics([topic])
+                except TopicAlreadyExistsError:
+                    pass
+                except KafkaError:
+                    log.warning("topic_create_failed", topic=topic.name, reason=str(exc))
+    finally:
+        await admin.close()
+
+
+class KafkaPublisher:
+    """`send` queues a message; `flush` waits until all are acknowledged and raises the
+    first delivery error (after counting every failed message)."""
+
+    def __init__(self, cfg: KafkaConfig, on_error: Any = None) -> None:
+        self._cfg = cfg
+        self._producer = AIOKafkaProducer(
+            **client_options(cfg),
+            enable_idempotence=True,
+            acks="all",
+            compression_type="gzip",
+            linger_ms=20,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=30_000,
+        )
+        self._pending: list[asyncio.Future[Any]] = []
+        self._on_error = on_error
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaConnectionError as exc:
+            await self._producer.stop()
+            raise DependencyMissing(f"Kafka unreachable at {','.join(self._cfg.bootstrap_servers)}: {exc}") from None
+
+    async def send(self, topic: str, message: Message) -> None:
+        fut = await self._producer.send(topic, message.value, key=message.key, headers=list(message.headers))
+        self._pending.append(fut)
+        if len(self._pending) >= 10_000:
+            self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            if self._on_error is not None:
+                self._on_error(len(errors))
+            raise errors[0]
+
+    async def stop(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self._producer.stop()
+
+
+class KafkaSubscriber:
+    """Batches of the flows topic for one member of the consumer group."""
+
+    def __init__(self, cfg: KafkaConfig, topic: str, max_records: int = 2000) -> None:
+        self._cfg = cfg
+        self._consumer = AIOKafkaConsumer(
+            topic,
+            **client_options(cfg),
+            group_id=cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_records,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
+        self._max = max_records
+        self._stopping = False
+
+    async def start(self) -> None:
+        try:
+            await self._consumer.start()
+        except KafkaConnectionError as exc:
+            await self._consumer.stop()
+            raise DependencyMissing(f"Kafka unreachable at {','.join(self._cfg.bootstrap_servers)}: {exc}") from None
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    async def batches(self) -> AsyncIterator[list[Message]]:
+        while not self._stopping:
+            data = await self._consumer.getmany(timeout_ms=500, max_records=self._max)
+            batch = [
+                Message(r.key, r.value if r.value is not None else b"", tuple(r.headers or ()), r.topic, r.partition, r.offset)
+                for records in data.values()
+                for r in records
+            ]
+            if batch:
+                yield batch
+
+    async def commit(self, batch: list[Message]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for m in batch:
+            tp = TopicPartition(m.topic, m.partition)
+            offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("commit_refused", reason=str(exc), partitions=len(offsets))
+
+    async def stop(self) -> None:
+        await self._consumer.stop()

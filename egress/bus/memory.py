@@ -1,0 +1,59 @@
+"""The in-process bus of `egress run`: a bounded queue per topic that has a subscriber.
+
+A full queue makes the sender wait (backpressure), it never drops. A topic nobody
+subscribes to (alerts, dead letters in `run`) swallows what is sent to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from egress.bus import Message
+
+__all__ = ["MemoryBus"]
+
+_END = Message(None, b"")
+
+
+class MemoryBus:
+    """One object plays both roles; `close()` ends the subscriber after what is queued."""
+
+    def __init__(self, topic: str, maxsize: int = 10_000, batch: int = 500) -> None:
+        self._topic = topic
+        self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
+        self._batch = batch
+        self._offset = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, topic: str, message: Message) -> None:
+        if topic == self._topic:
+            self._offset += 1
+            await self._queue.put(message)
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        await self._queue.put(_END)
+
+    async def batches(self) -> AsyncIterator[list[Message]]:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self._batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            ended = any(m is _END for m in batch)
+            batch = [m for m in batch if m is not _END]
+            if batch:
+                yield batch
+            if ended:
+                return
+
+    async def commit(self, batch: list[Message]) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None

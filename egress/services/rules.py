@@ -1,0 +1,122 @@
+"""The rules consumer: flow records → policy → alerts, metrics; then commit.
+
+Per batch: decode each record (an undecodable one goes to the dead-letter topic with
+the reason in a header, and is counted), evaluate it with the same Evaluator as
+`analyze`, publish its alerts and update the metrics; only when the alerts are
+delivered is the batch committed (at-least-once). SIGHUP reloads the policy; a bad
+policy keeps the old one, is logged and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+from egress.bus import SCHEMA_HEADER, Message, Publisher, Subscriber
+from egress.codec import SCHEMA_VERSION, DecodeError, alert_to_ecs, decode_flow, encode
+from egress.errors import EgressError
+from egress.policy.evaluate import Evaluator
+from egress.policy.schema import load_policy
+from egress.telemetry import RulesMetrics, vendor_label
+
+__all__ = ["RulesStage", "AlertSink"]
+
+log = structlog.get_logger("egress.rules")
+_VERSION = str(SCHEMA_VERSION).encode()
+
+
+class AlertSink(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+
+
+class RulesStage:
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        subscriber: Subscriber,
+        metrics: RulesMetrics,
+        sinks: Sequence[AlertSink],
+        *,
+        publisher: Publisher | None = None,
+        alerts_topic: str = "",
+        dead_letter_topic: str = "",
+        policy_path: Path | None = None,
+    ) -> None:
+        self.evaluator = evaluator
+        self._sub = subscriber
+        self._metrics = metrics
+        self._sinks = sinks
+        self._pub = publisher
+        self._alerts_topic = alerts_topic
+        self._dlq = dead_letter_topic
+        self._policy_path = policy_path
+        self.evaluated = 0
+        self.alerts = 0
+
+    async def run(self) -> None:
+        async for batch in self._sub.batches():
+            await self.process(batch)
+            await self._sub.commit(batch)
+
+    async def process(self, batch: list[Message]) -> None:
+        for msg in batch:
+            await self._one(msg)
+        if self._pub is not None:
+            await self._pub.flush()
+        for sink in self._sinks:
+            sink.flush()
+
+    async def _dead_letter(self, msg: Message, reason: str) -> None:
+        self._metrics.deadletter.inc()
+        log.warning("dead_letter", reason=reason[:200], partition=msg.partition, offset=msg.offset)
+        if self._pub is not None:
+            headers = (("reason", reason.encode("utf-8", "replace")[:1000]), ("source-topic", msg.topic.encode()),
+                       ("source-partition", str(msg.partition).encode()), ("source-offset", str(msg.offset).encode()))  # fmt: skip
+            await self._pub.send(self._dlq, Message(msg.key, msg.value, headers))
+
+    async def _one(self, msg: Message) -> None:
+        version = msg.header(SCHEMA_HEADER)
+        if version is not None and version != _VERSION:
+            await self._dead_letter(msg, f"unsupported schema-version header {version[:20]!r}")
+            return
+        try:
+            rec = decode_flow(msg.value)
+        except DecodeError as exc:
+            await self._dead_letter(msg, str(exc))
+            return
+        verdict = self.evaluator.evaluate(rec)
+        self.evaluated += 1
+        site = rec.site or "default"
+        vendor = vendor_label(rec.device_manufacturer)
+        self._metrics.flows_evaluated.labels(site, verdict.group, verdict.verdict).inc()
+        device = rec.device_mac or rec.device_ip
+        if device:
+            covered = str(self.evaluator.is_covered(rec.device_manufacturer)).lower()
+            self._metrics.device_seen(device, (site, verdict.group, vendor, covered))
+        for alert in verdict.alerts:
+            data = encode(alert_to_ecs(alert))
+            if self._pub is not None:
+                await self._pub.send(self._alerts_topic, Message(msg.key, data, ((SCHEMA_HEADER, _VERSION),)))
+            for sink in self._sinks:
+                sink.write(data)
+            self.alerts += 1
+            self._metrics.alerts.labels(site, verdict.group, alert.category, alert.rule_name, alert.severity, vendor, rec.destination_country or "unknown").inc()
+
+    def reload(self) -> None:
+        """SIGHUP: the new policy wholly, or the old one kept."""
+        if self._policy_path is None:
+            log.info("policy_reload_skipped", reason="built-in policy")
+            return
+        try:
+            policy = load_policy(self._policy_path)
+        except EgressError as exc:
+            self._metrics.policy_reload_failures.inc()
+            log.error("policy_reload_failed", file=str(self._policy_path), errors=str(exc).splitlines()[:20], keeping="previous policy")
+            return
+        self.evaluator = self.evaluator.with_policy(policy)
+        self._metrics.policy_reloads.inc()
+        log.info("policy_reloaded", file=str(self._policy_path), groups=len(policy.groups))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -138,7 +137,7 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
         report = Report(args.format, sys.stdout)
         result = analyze_files(
             args.pcaps, config, Evaluator(policy), chain, report,
-            flows_out=flows_out, progress=progress.advance if progress else None, observer_hostname=socket.gethostname(),
+            flows_out=flows_out, progress=progress.advance if progress else None,
         )  # fmt: skip
         if progress is not None:
             progress.stop()

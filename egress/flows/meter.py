@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
+from egress.config import Config
 from egress.enrich import EnricherChain
-from egress.flows.table import FlowTable
+from egress.flows.table import FlowSettings, FlowTable
+from egress.localnet import LocalNetworks
 from egress.model import FlowRecord, Packet
 
 __all__ = ["FlowMeter"]
@@ -18,6 +22,14 @@ class FlowMeter:
         self._chain = chain
         self._stamp = (site, observer_name, observer_hostname)
         self.flows_exported = 0
+
+    @classmethod
+    def from_config(cls, config: Config, local: LocalNetworks, chain: EnricherChain) -> FlowMeter:
+        """The one way every command builds it, so records are stamped alike everywhere."""
+        flows = config.flows
+        table = FlowTable(FlowSettings(flows.idle_timeout, flows.active_timeout, flows.max_flows), local)
+        hostname = socket.gethostname()
+        return cls(table, chain, config.site, config.observer_name or hostname, hostname)
 
     def add(self, pkt: Packet) -> list[FlowRecord]:
         self._chain.observe(pkt)

@@ -19,7 +19,6 @@ from egress.config import Config
 from egress.enrich import EnricherChain
 from egress.errors import EgressError, InputError
 from egress.flows.meter import FlowMeter
-from egress.flows.table import FlowSettings, FlowTable
 from egress.localnet import LocalNetworks
 from egress.model import FlowRecord
 from egress.policy.evaluate import Evaluator
@@ -41,10 +40,6 @@ class Analysis:
     input_errors: list[str] = field(default_factory=list)
 
 
-def flow_settings(config: Config) -> FlowSettings:
-    return FlowSettings(config.flows.idle_timeout, config.flows.active_timeout, config.flows.max_flows)
-
-
 def analyze_files(
     files: Sequence[Path],
     config: Config,
@@ -54,7 +49,6 @@ def analyze_files(
     *,
     flows_out: IO[bytes] | None = None,
     progress: Callable[[int], None] | None = None,
-    observer_hostname: str = "",
 ) -> Analysis:
     local = LocalNetworks(evaluator.policy.local_networks)
     result = Analysis()
@@ -72,7 +66,7 @@ def analyze_files(
 
     for path in files:
         source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, progress=progress)
-        meter = FlowMeter(FlowTable(flow_settings(config), local), chain, config.site, config.observer_name, observer_hostname)
+        meter = FlowMeter.from_config(config, local, chain)
         try:
             for pkt in source.packets():
                 for rec in meter.add(pkt):

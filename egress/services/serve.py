@@ -8,7 +8,6 @@ run   = capture pump(s) → publish loop → MemoryBus → RulesStage → NDJSON
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,6 @@ from egress.config import Config
 from egress.enrich import EnricherChain
 from egress.errors import EgressError
 from egress.flows.meter import FlowMeter
-from egress.flows.table import FlowSettings, FlowTable
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
@@ -58,9 +56,7 @@ def _packets(plan: AgentPlan) -> Callable[[], Iterator[Packet]]:
 
 
 def _pump(plan: AgentPlan, metrics: AgentMetrics, queue: asyncio.Queue[list | None]) -> CapturePump:  # type: ignore[type-arg]
-    cfg = plan.config
-    table = FlowTable(FlowSettings(cfg.flows.idle_timeout, cfg.flows.active_timeout, cfg.flows.max_flows), plan.local)
-    meter = FlowMeter(table, plan.chain, cfg.site, cfg.observer_name or socket.gethostname(), socket.gethostname())
+    meter = FlowMeter.from_config(plan.config, plan.local, plan.chain)
     return CapturePump(_packets(plan), meter, metrics, "pcap", asyncio.get_running_loop(), queue)
 
 

@@ -47,14 +47,15 @@ def _records(n: int):  # noqa: ANN202 - generator of FlowRecord
     from egress.model import TCP, UDP, Endpoint, FlowRecord
 
     for i in range(n):
-        mac = f"44-19-B6-{i // 65536 % 256:02X}-{i // 256 % 256:02X}-{i % 256:02X}"
+        d = i % 5000  # a large estate: 5,000 devices
+        mac = f"44-19-B6-00-{d // 256:02X}-{d % 256:02X}"
         denied = i % 100 == 0
         yield FlowRecord(
             start=1768471200.0 + i / 1000, end=1768471201.0 + i / 1000, transport=UDP if denied else TCP,
-            source=Endpoint(f"10.20.{i // 250 % 250}.{i % 250 + 1}", 40000 + i % 20000, mac, 1200, 10),
+            source=Endpoint(f"10.20.{d // 250}.{d % 250 + 1}", 40000 + i % 20000, mac, 1200, 10),
             destination=Endpoint("192.0.2.7" if denied else "198.51.100.10", 32100 if denied else 443, None, 800, 8),
             vlans=(20,), community_id=f"1:{i:026d}=", direction="outbound", device_mac=mac,
-            device_ip=f"10.20.{i // 250 % 250}.{i % 250 + 1}", device_manufacturer="Hikvision", site="bench",
+            device_ip=f"10.20.{d // 250}.{d % 250 + 1}", device_manufacturer="Hikvision", site="bench",
             destination_domains=("cams.vms.example",), destination_domain="cams.vms.example", destination_country="GB",
             destination_asn=15169, destination_as_org="GOOGLE",
         )  # fmt: skip

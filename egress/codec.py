@@ -11,6 +11,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import orjson
+
 from egress.model import TRANSPORT_NAMES, Alert, Endpoint, FlowRecord
 
 __all__ = ["SCHEMA_VERSION", "DecodeError", "iso", "flow_to_ecs", "alert_to_ecs", "encode", "decode_flow", "SEVERITY_SCORES"]
@@ -27,75 +29,101 @@ class DecodeError(ValueError):
 
 def iso(ts: float) -> str:
     """ECS timestamps: UTC, microseconds, `Z`."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _parse_iso(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    return datetime.fromisoformat(text).timestamp()
 
 
-def _prune(obj: dict[str, Any]) -> dict[str, Any]:
-    """Drop empty values so records stay small and absent means unknown."""
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        if isinstance(value, dict):
-            value = _prune(value)
-        if value is None or value == {} or value == [] or value == "":
-            continue
-        out[key] = value
-    return out
+def _put(obj: dict[str, Any], key: str, value: Any) -> None:
+    """Absent means unknown: empty values are left out, so records stay small."""
+    if value is not None and value != "":
+        obj[key] = value
 
 
 def _endpoint(ep: Endpoint) -> dict[str, Any]:
-    return {"ip": ep.ip, "port": ep.port or None, "mac": ep.mac, "bytes": ep.bytes, "packets": ep.packets}
+    out: dict[str, Any] = {"ip": ep.ip}
+    if ep.port:
+        out["port"] = ep.port
+    _put(out, "mac", ep.mac)
+    out["bytes"] = ep.bytes
+    out["packets"] = ep.packets
+    return out
 
 
 def flow_to_ecs(rec: FlowRecord) -> dict[str, Any]:
     src = _endpoint(rec.source)
-    src["geo"] = {"country_iso_code": rec.source_country}
+    if rec.source_country:
+        src["geo"] = {"country_iso_code": rec.source_country}
     dst = _endpoint(rec.destination)
-    dst.update(
-        domain=rec.destination_domain,
-        geo={"country_iso_code": rec.destination_country},
-        **{"as": {"number": rec.destination_asn, "organization": {"name": rec.destination_as_org}}},
-    )
-    vlan = {"id": str(rec.vlans[0])} if rec.vlans else None
-    inner = {"vlan": {"id": str(rec.vlans[-1])}} if len(rec.vlans) > 1 else None
-    doc = {
-        "@timestamp": iso(rec.end),
+    _put(dst, "domain", rec.destination_domain)
+    if rec.destination_country:
+        dst["geo"] = {"country_iso_code": rec.destination_country}
+    if rec.destination_asn is not None:
+        asn: dict[str, Any] = {"number": rec.destination_asn}
+        if rec.destination_as_org:
+            asn["organization"] = {"name": rec.destination_as_org}
+        dst["as"] = asn
+    network: dict[str, Any] = {
+        "transport": rec.transport_name,
+        "iana_number": str(rec.transport),
+        "type": rec.ip_version,
+    }
+    if rec.vlans:
+        network["vlan"] = {"id": str(rec.vlans[0])}
+        if len(rec.vlans) > 1:
+            network["inner"] = {"vlan": {"id": str(rec.vlans[-1])}}
+    _put(network, "community_id", rec.community_id)
+    network["direction"] = rec.direction
+    network["bytes"] = rec.source.bytes + rec.destination.bytes
+    network["packets"] = rec.source.packets + rec.destination.packets
+    start, end = iso(rec.start), iso(rec.end)
+    doc: dict[str, Any] = {
+        "@timestamp": end,
         "event": {
             "kind": "event",
             "category": ["network"],
             "type": ["connection"],
-            "start": iso(rec.start),
-            "end": iso(rec.end),
+            "start": start,
+            "end": end,
             "duration": (round(rec.end * 1e6) - round(rec.start * 1e6)) * 1000,
         },
         "source": src,
         "destination": dst,
-        "network": {
-            "transport": rec.transport_name,
-            "iana_number": str(rec.transport),
-            "type": rec.ip_version,
-            "vlan": vlan,
-            "inner": inner,
-            "community_id": rec.community_id,
-            "direction": rec.direction,
-            "bytes": rec.source.bytes + rec.destination.bytes,
-            "packets": rec.source.packets + rec.destination.packets,
-        },
-        "device": {"id": rec.device_mac, "manufacturer": rec.device_manufacturer},
-        "observer": {"name": rec.observer_name, "hostname": rec.observer_hostname, "ingress": {"interface": {"name": rec.interface}}},
-        "labels": {"site": rec.site, "group": rec.group},
-        "egress": {
-            "schema_version": SCHEMA_VERSION,
-            "device": {"ip": rec.device_ip, "organization": rec.device_organization},
-            "destination": {"domains": list(rec.destination_domains)},
-            "icmp": {"type": rec.icmp_type, "code": rec.icmp_code} if rec.icmp_type >= 0 else None,
-            "vlans": list(rec.vlans),
-        },
+        "network": network,
     }
-    return _prune(doc)
+    device: dict[str, Any] = {}
+    _put(device, "id", rec.device_mac)
+    _put(device, "manufacturer", rec.device_manufacturer)
+    if device:
+        doc["device"] = device
+    observer: dict[str, Any] = {}
+    _put(observer, "name", rec.observer_name)
+    _put(observer, "hostname", rec.observer_hostname)
+    if rec.interface:
+        observer["ingress"] = {"interface": {"name": rec.interface}}
+    if observer:
+        doc["observer"] = observer
+    labels: dict[str, Any] = {}
+    _put(labels, "site", rec.site)
+    _put(labels, "group", rec.group)
+    if labels:
+        doc["labels"] = labels
+    ext: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    ext_device: dict[str, Any] = {}
+    _put(ext_device, "ip", rec.device_ip)
+    _put(ext_device, "organization", rec.device_organization)
+    if ext_device:
+        ext["device"] = ext_device
+    if rec.destination_domains:
+        ext["destination"] = {"domains": list(rec.destination_domains)}
+    if rec.icmp_type >= 0:
+        ext["icmp"] = {"type": rec.icmp_type, "code": rec.icmp_code}
+    if rec.vlans:
+        ext["vlans"] = list(rec.vlans)
+    doc["egress"] = ext
+    return doc
 
 
 def alert_to_ecs(alert: Alert) -> dict[str, Any]:
@@ -110,73 +138,91 @@ def alert_to_ecs(alert: Alert) -> dict[str, Any]:
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "replace")
-
-
-def _get(doc: dict[str, Any], *path: str, default: Any = None) -> Any:
-    cur: Any = doc
-    for key in path:
-        if not isinstance(cur, dict) or key not in cur:
-            return default
-        cur = cur[key]
-    return cur
+    try:
+        return orjson.dumps(doc)
+    except orjson.JSONEncodeError:  # a lone surrogate from a hostile name: escape it instead
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def decode_flow(data: bytes) -> FlowRecord:
-    """Bytes → FlowRecord; anything malformed raises DecodeError with the reason."""
+    """Bytes → FlowRecord; anything malformed raises DecodeError with the reason.
+
+    This runs for every record a rules consumer reads, so it is written for speed:
+    one dict lookup per field, no helper calls on the common path."""
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         raise DecodeError(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict):
+    if doc.__class__ is not dict:
         raise DecodeError("not a JSON object")
-    version = _get(doc, "egress", "schema_version")
+    ext = doc.get("egress")
+    version = ext.get("schema_version") if ext.__class__ is dict else None
     if version != SCHEMA_VERSION:
         raise DecodeError(f"unsupported schema version {version!r}")
     try:
-        transport = _TRANSPORT_NUMBERS.get(doc["network"]["transport"]) or int(doc["network"]["iana_number"])
-        icmp = _get(doc, "egress", "icmp", default={}) or {}
-        vlans = tuple(int(v) for v in _get(doc, "egress", "vlans", default=[]))
+        event, network, src, dst = doc["event"], doc["network"], doc["source"], doc["destination"]
+        transport = _TRANSPORT_NUMBERS.get(network["transport"]) or int(network["iana_number"])
+        icmp = ext.get("icmp") or _EMPTY
+        device = doc.get("device") or _EMPTY
+        ext_device = ext.get("device") or _EMPTY
+        asn = dst.get("as") or _EMPTY
+        observer = doc.get("observer") or _EMPTY
+        labels = doc.get("labels") or _EMPTY
+        number = asn.get("number")
         rec = FlowRecord(
-            start=_parse_iso(doc["event"]["start"]),
-            end=_parse_iso(doc["event"]["end"]),
-            transport=transport,
-            source=_decode_endpoint(doc["source"]),
-            destination=_decode_endpoint(doc["destination"]),
-            vlans=vlans,
-            community_id=str(doc["network"].get("community_id", "")),
-            direction=str(doc["network"]["direction"]),
-            icmp_type=int(icmp.get("type", -1)),
-            icmp_code=int(icmp.get("code", -1)),
-            device_mac=_opt_str(_get(doc, "device", "id")),
-            device_ip=_opt_str(_get(doc, "egress", "device", "ip")),
-            device_manufacturer=_opt_str(_get(doc, "device", "manufacturer")),
-            device_organization=_opt_str(_get(doc, "egress", "device", "organization")),
-            destination_domain=_opt_str(_get(doc, "destination", "domain")),
-            destination_domains=tuple(str(d) for d in _get(doc, "egress", "destination", "domains", default=[])),
-            destination_country=_opt_str(_get(doc, "destination", "geo", "country_iso_code")),
-            destination_asn=_opt_int(_get(doc, "destination", "as", "number")),
-            destination_as_org=_opt_str(_get(doc, "destination", "as", "organization", "name")),
-            source_country=_opt_str(_get(doc, "source", "geo", "country_iso_code")),
-            site=str(_get(doc, "labels", "site", default="")),
-            observer_name=str(_get(doc, "observer", "name", default="")),
-            observer_hostname=str(_get(doc, "observer", "hostname", default="")),
-            interface=str(_get(doc, "observer", "ingress", "interface", "name", default="")),
+            _parse_iso(event["start"]),
+            _parse_iso(event["end"]),
+            transport,
+            Endpoint(src["ip"], src.get("port", 0), src.get("mac"), src.get("bytes", 0), src.get("packets", 0)),
+            Endpoint(dst["ip"], dst.get("port", 0), dst.get("mac"), dst.get("bytes", 0), dst.get("packets", 0)),
+            tuple(map(int, ext.get("vlans", ()))),
+            network.get("community_id", ""),
+            network["direction"],
+            icmp.get("type", -1),
+            icmp.get("code", -1),
+            device.get("id"),
+            ext_device.get("ip"),
+            device.get("manufacturer"),
+            ext_device.get("organization"),
+            dst.get("domain"),
+            tuple((ext.get("destination") or _EMPTY).get("domains", ())),
+            (dst.get("geo") or _EMPTY).get("country_iso_code"),
+            None if number is None else int(number),
+            (asn.get("organization") or _EMPTY).get("name"),
+            (src.get("geo") or _EMPTY).get("country_iso_code"),
+            labels.get("site", ""),
+            observer.get("name", ""),
+            observer.get("hostname", ""),
+            ((observer.get("ingress") or _EMPTY).get("interface") or _EMPTY).get("name", ""),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DecodeError(f"not a flow record: {type(exc).__name__}: {exc}") from None
+    _check_types(rec)
     return rec
 
 
-def _decode_endpoint(obj: Any) -> Endpoint:
-    if not isinstance(obj, dict):
-        raise TypeError("endpoint is not an object")
-    return Endpoint(str(obj["ip"]), int(obj.get("port", 0)), _opt_str(obj.get("mac")), int(obj.get("bytes", 0)), int(obj.get("packets", 0)))
+_EMPTY: dict[str, Any] = {}
+_STR_FIELDS = (
+    "community_id", "direction", "device_mac", "device_ip", "device_manufacturer", "device_organization",
+    "destination_domain", "destination_country", "destination_as_org", "source_country", "site",
+    "observer_name", "observer_hostname", "interface",
+)  # fmt: skip
 
 
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+def _check_types(rec: FlowRecord) -> None:
+    """JSON can carry a number where a string belongs; such a record is refused, never half-used."""
+    for name in _STR_FIELDS:
+        value = getattr(rec, name)
+        if value is not None and value.__class__ is not str:
+            raise DecodeError(f"not a flow record: {name} is {type(value).__name__}, not a string")
+    for ep in (rec.source, rec.destination):
+        if ep.ip.__class__ is not str or ep.port.__class__ is not int or ep.bytes.__class__ is not int or ep.packets.__class__ is not int:
+            raise DecodeError("not a flow record: endpoint fields of the wrong type")
+        if ep.mac is not None and ep.mac.__class__ is not str:
+            raise DecodeError("not a flow record: endpoint mac is not a string")
+    if rec.icmp_type.__class__ is not int or rec.icmp_code.__class__ is not int:
+        raise DecodeError("not a flow record: icmp type/code are not integers")
+    if any(d.__class__ is not str for d in rec.destination_domains):
+        raise DecodeError("not a flow record: destination domains are not strings")
 
 
-def _opt_int(value: Any) -> int | None:
-    return None if value is None else int(value)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 
 from egress.codec import iso
 from egress.model import Alert, FlowRecord
-from egress.policy.schema import Destination, Group, Policy, RuleEntry
+from egress.policy.schema import Group, Policy, RuleEntry
 
 __all__ = ["Evaluator", "Verdict", "UNASSIGNED"]
 
@@ -36,29 +37,56 @@ def _event_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def _destination_matches(dest: Destination, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None, names: tuple[str, ...]) -> bool:
-    if dest.network is not None:
-        return ip is not None and ip.version == dest.network.version and ip in dest.network
-    if dest.hostname is not None:
-        return dest.hostname in names
-    assert dest.suffix is not None
-    return any(name.endswith(dest.suffix) for name in names)
+class _Rule:
+    """A rule entry compiled for speed: sets, integer networks, a suffix tuple."""
 
+    __slots__ = ("name", "severity", "countries", "asns", "ports", "nets", "hosts", "suffixes", "has_destinations")
 
-def _rule_matches(rule: RuleEntry, rec: FlowRecord, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
-    if rule.countries and rec.destination_country not in rule.countries:
-        return False
-    if rule.asns and rec.destination_asn not in rule.asns:
-        return False
-    if rule.ports:
-        transport = rec.transport_name
-        if not any(p.matches(transport, rec.destination.port) for p in rule.ports):
+    def __init__(self, rule: RuleEntry) -> None:
+        self.name = rule.name
+        self.severity = rule.severity
+        self.countries = frozenset(rule.countries) or None
+        self.asns = frozenset(rule.asns) or None
+        self.ports = tuple((p.transport, p.low, p.high) for p in rule.ports) or None
+        self.nets = tuple((d.network.version, int(d.network.network_address), int(d.network.netmask)) for d in rule.destinations if d.network is not None)
+        self.hosts = frozenset(d.hostname for d in rule.destinations if d.hostname is not None)
+        self.suffixes = tuple(d.suffix for d in rule.destinations if d.suffix is not None)
+        self.has_destinations = bool(rule.destinations)
+
+    def matches(self, rec: FlowRecord, ip: tuple[int, int] | None) -> bool:
+        if self.countries is not None and rec.destination_country not in self.countries:
             return False
-    if rule.destinations:
+        if self.asns is not None and rec.destination_asn not in self.asns:
+            return False
+        if self.ports is not None:
+            transport, port = rec.transport_name, rec.destination.port
+            for proto, low, high in self.ports:
+                if (proto == "any" or proto == transport) and low <= port <= high:
+                    break
+            else:
+                return False
+        if self.has_destinations:
+            return self._destination(rec, ip)
+        return True
+
+    def _destination(self, rec: FlowRecord, ip: tuple[int, int] | None) -> bool:
+        if ip is not None:
+            version, value = ip
+            for net_version, net, mask in self.nets:
+                if version == net_version and value & mask == net:
+                    return True
         names = rec.destination_domains or ((rec.destination_domain,) if rec.destination_domain else ())
-        if not any(_destination_matches(d, ip, names) for d in rule.destinations):
-            return False
-    return True
+        for name in names:
+            if name in self.hosts or (self.suffixes and name.endswith(self.suffixes)):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledGroup:
+    group: Group
+    deny: tuple[_Rule, ...]
+    allow: tuple[_Rule, ...]
 
 
 class Evaluator:
@@ -70,6 +98,8 @@ class Evaluator:
         self._vendor_sets = [{v.casefold() for v in (g.match.vendors if g.match else ())} for g in policy.groups]
         self._names = {d.mac: d.name for d in policy.devices}
         self._reported: set[str] = set()
+        self._groups: dict[tuple[object, ...], _CompiledGroup] = {}
+        self._compiled = {g.name: _CompiledGroup(g, tuple(map(_Rule, g.deny)), tuple(map(_Rule, g.allow))) for g in (*policy.groups, _IMPLICIT)}
 
     def with_policy(self, policy: Policy) -> Evaluator:
         """A new evaluator for a reloaded policy that remembers the devices already reported."""
@@ -81,6 +111,19 @@ class Evaluator:
         return bool(brand) and brand.casefold() in self._covered  # type: ignore[union-attr]
 
     def group_of(self, rec: FlowRecord) -> Group:
+        """The first group whose match holds."""
+        return self._group(rec).group
+
+    def _group(self, rec: FlowRecord) -> _CompiledGroup:
+        key = (rec.device_ip, rec.device_mac, rec.device_manufacturer, rec.vlans)
+        group = self._groups.get(key)
+        if group is None:
+            if len(self._groups) >= 65_536:  # remembered per device identity, bounded
+                self._groups.clear()
+            group = self._groups[key] = self._compiled[self._find_group(rec).name]
+        return group
+
+    def _find_group(self, rec: FlowRecord) -> Group:
         device_ip = _ip(rec.device_ip)
         for group, vendors in zip(self.policy.groups, self._vendor_sets, strict=True):
             m = group.match
@@ -98,7 +141,8 @@ class Evaluator:
         return _IMPLICIT
 
     def evaluate(self, rec: FlowRecord) -> Verdict:
-        group = self.group_of(rec)
+        compiled = self._group(rec)
+        group = compiled.group
         rec.group = group.name
         alerts: list[Alert] = []
         covered = self._covered_vendor(rec, group)
@@ -106,13 +150,13 @@ class Evaluator:
             alerts.append(covered)
         if not rec.is_egress:
             return Verdict(group.name, "not-egress", tuple(alerts))
-        ip = _ip(rec.destination.ip)
-        for rule in group.deny:
-            if _rule_matches(rule, rec, ip):
+        ip = _ip_int(rec.destination.ip)
+        for rule in compiled.deny:
+            if rule.matches(rec, ip):
                 alerts.append(self._alert(rec, group, "deny", rule.name, rule.severity or "high"))
                 return Verdict(group.name, "denied", tuple(alerts))
-        for rule in group.allow:
-            if _rule_matches(rule, rec, ip):
+        for rule in compiled.allow:
+            if rule.matches(rec, ip):
                 return Verdict(group.name, "allowed", tuple(alerts))
         if self.policy.default_verdict == "allow":
             return Verdict(group.name, "allowed", tuple(alerts))
@@ -150,7 +194,15 @@ class Evaluator:
         return frozenset(self._reported)
 
 
+@lru_cache(maxsize=65_536)
+def _ip_int(text: str) -> tuple[int, int] | None:
+    ip = _ip(text)
+    return None if ip is None else (ip.version, int(ip))
+
+
+@lru_cache(maxsize=65_536)
 def _ip(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Parsed once per address: parsing costs more than the whole rest of an evaluation."""
     if not text:
         return None
     try:

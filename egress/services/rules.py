@@ -92,7 +92,7 @@ class RulesStage:
         self.evaluated += 1
         site = rec.site or "default"
         vendor = vendor_label(rec.device_manufacturer)
-        self._metrics.flows_evaluated.labels(site, verdict.group, verdict.verdict).inc()
+        self._metrics.evaluated(site, verdict.group, verdict.verdict)
         device = rec.device_mac or rec.device_ip
         if device:
             covered = str(self.evaluator.is_covered(rec.device_manufacturer)).lower()

@@ -202,27 +202,24 @@ def decode_flow(data: bytes) -> FlowRecord:
 
 
 _EMPTY: dict[str, Any] = {}
-_STR_FIELDS = (
-    "community_id", "direction", "device_mac", "device_ip", "device_manufacturer", "device_organization",
-    "destination_domain", "destination_country", "destination_as_org", "source_country", "site",
-    "observer_name", "observer_hostname", "interface",
-)  # fmt: skip
-
-
 def _check_types(rec: FlowRecord) -> None:
-    """JSON can carry a number where a string belongs; such a record is refused, never half-used."""
-    for name in _STR_FIELDS:
-        value = getattr(rec, name)
-        if value is not None and value.__class__ is not str:
-            raise DecodeError(f"not a flow record: {name} is {type(value).__name__}, not a string")
-    for ep in (rec.source, rec.destination):
-        if ep.ip.__class__ is not str or ep.port.__class__ is not int or ep.bytes.__class__ is not int or ep.packets.__class__ is not int:
-            raise DecodeError("not a flow record: endpoint fields of the wrong type")
-        if ep.mac is not None and ep.mac.__class__ is not str:
-            raise DecodeError("not a flow record: endpoint mac is not a string")
-    if rec.icmp_type.__class__ is not int or rec.icmp_code.__class__ is not int:
-        raise DecodeError("not a flow record: icmp type/code are not integers")
-    if any(d.__class__ is not str for d in rec.destination_domains):
-        raise DecodeError("not a flow record: destination domains are not strings")
+    """JSON can carry a number where a string belongs (or the reverse). The fields that
+    later code computes with are checked; a record that fails is refused whole."""
+    src, dst = rec.source, rec.destination
+    ok = (
+        src.port.__class__ is int and dst.port.__class__ is int
+        and src.bytes.__class__ is int and dst.bytes.__class__ is int
+        and src.packets.__class__ is int and dst.packets.__class__ is int
+        and src.ip.__class__ is str and dst.ip.__class__ is str
+        and rec.icmp_type.__class__ is int and rec.icmp_code.__class__ is int
+        and rec.direction.__class__ is str
+        and (rec.device_manufacturer is None or rec.device_manufacturer.__class__ is str)
+        and (rec.device_mac is None or rec.device_mac.__class__ is str)
+        and (rec.device_ip is None or rec.device_ip.__class__ is str)
+        and (rec.destination_domain is None or rec.destination_domain.__class__ is str)
+        and all(d.__class__ is str for d in rec.destination_domains)
+    )  # fmt: skip
+    if not ok:
+        raise DecodeError("not a flow record: a field has the wrong type")
 
 

@@ -64,3 +64,15 @@ def test_garbage_is_a_decode_error(data: bytes) -> None:
     """Anything but a flow record of schema version 1 raises DecodeError (never another exception)."""
     with pytest.raises(DecodeError):
         decode_flow(data)
+
+
+@pytest.mark.parametrize(("path", "value"), [(("destination", "port"), "443"), (("device", "manufacturer"), 7), (("source", "bytes"), "1"), (("egress", "destination", "domains"), [1])])
+def test_fields_of_the_wrong_type_are_a_decode_error(path: tuple[str, ...], value: object) -> None:
+    """A record whose fields have the wrong JSON types is refused whole, not half-evaluated."""
+    doc = flow_to_ecs(record())
+    cur = doc
+    for key in path[:-1]:
+        cur = cur[key]
+    cur[path[-1]] = value
+    with pytest.raises(DecodeError):
+        decode_flow(json.dumps(doc).encode())

@@ -16,8 +16,10 @@ __all__ = ["Message", "Publisher", "Subscriber", "SCHEMA_HEADER"]
 SCHEMA_HEADER = "schema-version"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
+    """One record on a bus (not frozen: building one per consumed record must be cheap)."""
+
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()

@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="agent and rules in one process, no Kafka", description="Agent and rules joined by an in-process bus.")
     p.add_argument("--read", type=Path, metavar="PCAP", required=True, help="read a capture file")
     p.add_argument("--alerts-out", type=Path, metavar="F", help="alert records as NDJSON to F (default stdout)")
+    p.add_argument("--linger", action="store_true", help="after the file, keep serving metrics until SIGTERM")
     _common(p)
 
     p = sub.add_parser("check", help="validate config and policy", description="Validate the config and policy files; print each problem with file and line.")
@@ -184,7 +185,7 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from egress.services.serve import run_main
 
     plan, policy = _plan(args, config)
-    return asyncio.run(run_main(plan, Evaluator(policy), _policy_path(config, policy), args.alerts_out))
+    return asyncio.run(run_main(plan, Evaluator(policy), _policy_path(config, policy), args.alerts_out, args.linger))
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import structlog
 
-__all__ = ["on_signals", "spawn"]
+__all__ = ["on_signals", "spawn", "SystemdNotifier"]
 
 log = structlog.get_logger("egress.runtime")
 _TASKS: set[asyncio.Task[Any]] = set()
@@ -41,3 +43,34 @@ def on_signals(stop: Callable[[], None], reload: Callable[[], None] | None = Non
         loop.add_signal_handler(sig, _stop, sig.name)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+class SystemdNotifier:
+    """systemd's notify protocol (Type=notify): READY=1 once started, WATCHDOG=1 pings at
+    half the WatchdogSec= interval, STOPPING=1 on the way out. Without $NOTIFY_SOCKET
+    (not under systemd) every call does nothing."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self._address = env.get("NOTIFY_SOCKET", "")
+        if self._address.startswith("@"):  # abstract namespace
+            self._address = "\0" + self._address[1:]
+        usec = env.get("WATCHDOG_USEC", "")
+        self.watchdog_seconds = int(usec) / 1e6 if usec.isdigit() and int(usec) > 0 else 0.0
+
+    def notify(self, state: str) -> None:
+        if not self._address:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.sendto(state.encode(), self._address)
+            except OSError as exc:
+                log.warning("sd_notify_failed", reason=str(exc))
+
+    async def watchdog(self) -> None:
+        """Ping while the event loop runs: a stuck loop stops the pings and systemd restarts us."""
+        if not self._address or not self.watchdog_seconds:
+            return
+        while True:
+            self.notify("WATCHDOG=1")
+            await asyncio.sleep(self.watchdog_seconds / 2)

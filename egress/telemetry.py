@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, disable_created_metrics, start_http_server
 
 from egress import __version__
 from egress.enrich.brands import BRANDS
@@ -18,6 +18,7 @@ from egress.enrich.brands import BRANDS
 __all__ = ["AgentMetrics", "RulesMetrics", "serve_metrics", "vendor_label"]
 
 _BRANDS = frozenset(BRANDS)
+disable_created_metrics()  # the *_created series double every counter for no use in alerting
 
 
 def vendor_label(manufacturer: str | None) -> str:

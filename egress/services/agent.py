@@ -71,6 +71,8 @@ class CapturePump:
 
     def _run(self) -> None:
         captured = self._metrics.packets_captured.labels(self._interface)
+        self._metrics.packets_dropped.labels(self._interface)  # exported as 0 from the start
+        self._metrics.frames_skipped.labels(self._interface)
         batch: list[Message] = []
         counted = 0
         last = time.monotonic()

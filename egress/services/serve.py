@@ -23,7 +23,7 @@ from egress.flows.meter import FlowMeter
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
-from egress.runtime import on_signals, spawn
+from egress.runtime import SystemdNotifier, on_signals, spawn
 from egress.services.agent import CapturePump, publish_loop
 from egress.services.rules import RulesStage
 from egress.sinks.ndjson import NdjsonSink
@@ -68,6 +68,14 @@ def _metrics_endpoint(config: Config) -> None:
     log.info("metrics_listening", address=address)
 
 
+def _ready() -> SystemdNotifier:
+    """Tell systemd we are up and keep its watchdog fed."""
+    notifier = SystemdNotifier()
+    notifier.notify("READY=1")
+    spawn(notifier.watchdog(), "egress-watchdog")
+    return notifier
+
+
 async def _finish_pump(pump: CapturePump) -> None:
     await asyncio.to_thread(pump.join)
     if pump.error is not None:
@@ -87,10 +95,12 @@ async def agent_main(plan: AgentPlan) -> int:
     pump = _pump(plan, metrics, queue)
     on_signals(pump.stop, plan.chain.request_reopen)
     pump.start()
+    notifier = _ready()
     try:
         published = await publish_loop(queue, publisher, cfg.kafka.flows_topic, metrics)
         await _finish_pump(pump)
     finally:
+        notifier.notify("STOPPING=1")
         await publisher.stop()
     log.info("agent_done", flows_published=published)
     return 0
@@ -115,7 +125,9 @@ async def rules_main(config: Config, evaluator: Evaluator, policy_path: Path | N
         )  # fmt: skip
         on_signals(subscriber.request_stop, stage.reload)
         log.info("rules_consuming", topic=kafka.flows_topic, group=kafka.group_id)
+        notifier = _ready()
         await stage.run()
+        notifier.notify("STOPPING=1")
     finally:
         await subscriber.stop()
         await publisher.stop()
@@ -125,7 +137,8 @@ async def rules_main(config: Config, evaluator: Evaluator, policy_path: Path | N
     return 0
 
 
-async def run_main(plan: AgentPlan, evaluator: Evaluator, policy_path: Path | None, alerts_out: Path | None) -> int:
+async def run_main(plan: AgentPlan, evaluator: Evaluator, policy_path: Path | None, alerts_out: Path | None, linger: bool = False) -> int:
+    """`linger`: once the file is done, keep serving metrics until SIGTERM (for scrapers)."""
     cfg = plan.config
     agent_metrics, rules_metrics = AgentMetrics(), RulesMetrics()
     _metrics_endpoint(cfg)
@@ -135,19 +148,31 @@ async def run_main(plan: AgentPlan, evaluator: Evaluator, policy_path: Path | No
     queue: asyncio.Queue[list | None] = asyncio.Queue(maxsize=64)  # type: ignore[type-arg]
     pump = _pump(plan, agent_metrics, queue)
 
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        pump.stop()
+        stopped.set()
+
     def reload() -> None:
         plan.chain.request_reopen()
         stage.reload()
 
-    on_signals(pump.stop, reload)
+    on_signals(stop, reload)
     rules = spawn(stage.run(), "egress-rules")
     pump.start()
+    notifier = _ready()
     try:
         await publish_loop(queue, bus, cfg.kafka.flows_topic, agent_metrics)
         await bus.close()
         await rules
         await _finish_pump(pump)
+        log.info("run_done", evaluated=stage.evaluated, alerts=stage.alerts)
+        sink.flush()
+        if linger and not stopped.is_set():
+            log.info("lingering", reason="serving metrics until SIGTERM")
+            await stopped.wait()
     finally:
+        notifier.notify("STOPPING=1")
         sink.close()
-    log.info("run_done", evaluated=stage.evaluated, alerts=stage.alerts)
     return 0

@@ -8,7 +8,8 @@ here, and `decode_flow` is the only way back in, so the agent, the rules consume
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -27,9 +28,20 @@ class DecodeError(ValueError):
     """A message that is not a flow record of a schema version this code reads."""
 
 
+_SECONDS: dict[int, str] = {}
+
+
 def iso(ts: float) -> str:
-    """ECS timestamps: UTC, microseconds, `Z`."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    """ECS timestamps: UTC, microseconds, `Z`. The date-and-second part is cached: flow
+    records arrive in time order, so most share theirs with a recent one."""
+    micros = round(ts * 1_000_000)
+    sec, frac = divmod(micros, 1_000_000)
+    head = _SECONDS.get(sec)
+    if head is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        head = _SECONDS[sec] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{head}.{frac:06d}Z"
 
 
 def _parse_iso(text: str) -> float:

@@ -76,3 +76,18 @@ def test_fields_of_the_wrong_type_are_a_decode_error(path: tuple[str, ...], valu
     cur[path[-1]] = value
     with pytest.raises(DecodeError):
         decode_flow(json.dumps(doc).encode())
+
+
+def test_timestamps_survive_the_wire_to_the_microsecond() -> None:
+    """iso() agrees with datetime, and parse → iso gives back the same text (event.ids depend on it)."""
+    import random
+    from datetime import UTC, datetime
+
+    from egress.codec import _parse_iso, iso
+
+    rng = random.Random(7)
+    for _ in range(20_000):
+        ts = rng.uniform(0, 4e9)
+        text = iso(ts)
+        assert text == datetime.fromtimestamp(round(ts * 1e6) / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert iso(_parse_iso(text)) == text

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from pydantic import ValidationError
 
 from egress import __version__
-from egress.config import DEFAULT_CONFIG_PATH, DEFAULT_POLICY_PATH, Config, load_config
+from egress.config import DEFAULT_CONFIG_PATH, DEFAULT_POLICY_PATH, CaptureConfig, Config, load_config
 from egress.errors import EXIT_ALERTS, EXIT_OK, DependencyMissing, EgressError, InputError, UsageError
 from egress.logs import configure
 
@@ -31,6 +32,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
+def _sources(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--interface", action="append", metavar="IF", help="capture live on IF (repeatable; default: capture.interfaces)")
+    group.add_argument("--read", type=Path, metavar="PCAP", help="read a capture file instead of capturing live")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egress", description="Where do the cameras' packets go? Egress monitor for IP-camera networks.")
     parser.add_argument("--version", action="version", version=f"egress {__version__}")
@@ -44,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("agent", help="capture → flows → enrich → Kafka flows topic", description="The capture agent: publishes flow records to Kafka.")
-    p.add_argument("--read", type=Path, metavar="PCAP", required=True, help="read a capture file instead of capturing live")
+    _sources(p)
     _common(p)
 
     p = sub.add_parser("rules", help="Kafka flows topic → policy → metrics and alerts", description="The rules consumer (one member of a consumer group).")
@@ -52,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("run", help="agent and rules in one process, no Kafka", description="Agent and rules joined by an in-process bus.")
-    p.add_argument("--read", type=Path, metavar="PCAP", required=True, help="read a capture file")
+    _sources(p)
     p.add_argument("--alerts-out", type=Path, metavar="F", help="alert records as NDJSON to F (default stdout)")
     p.add_argument("--linger", action="store_true", help="after the file, keep serving metrics until SIGTERM")
     _common(p)
@@ -155,10 +162,21 @@ def _plan(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
     from egress.services.serve import AgentPlan
 
     tshark_path()
-    if not args.read.exists():
-        raise InputError(f"{args.read}: no such file")
+    interfaces: tuple[str, ...] = ()
+    if args.read is not None:
+        if not args.read.exists():
+            raise InputError(f"{args.read}: no such file")
+    else:
+        interfaces = tuple(args.interface or config.capture.interfaces)
+        if not interfaces:
+            raise UsageError("nothing to capture: give --interface IF or --read PCAP, or set capture.interfaces")
+        try:
+            CaptureConfig(interfaces=interfaces)  # the same name check as the config file's
+        except ValidationError as exc:
+            raise UsageError(f"--interface: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     policy = _load_policy(config, args.policy is not None or args.config is not None)
-    return AgentPlan(config, LocalNetworks(policy.local_networks), _build_chain(config, policy), args.read), policy
+    _build_chain(config, policy)  # fail at start on a missing database or registry
+    return AgentPlan(config, LocalNetworks(policy.local_networks), lambda: _build_chain(config, policy), args.read, interfaces), policy
 
 
 def _policy_path(config: Config, policy: Any) -> Path | None:

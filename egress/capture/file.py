@@ -10,7 +10,6 @@ flow table applies the filter's rule again.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from egress.capture.prefilter import build_filter
+from egress.capture.process import spawn
 from egress.capture.rotation import RotatingTshark
 from egress.capture.tshark import LineStats, parse_line, tshark_argv, tshark_path
 from egress.errors import InputError
@@ -95,10 +95,7 @@ class FileSource:
 
     # -- prefiltered route ---------------------------------------------------------
     def _try_prefilter(self, tcpdump: str, bpf: str) -> Iterator[Packet] | None:
-        proc = subprocess.Popen(
-            [tcpdump, "-r", "-", "-w", "-", "--", bpf],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        proc = spawn([tcpdump, "-r", "-", "-w", "-", "--", bpf])
         feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
         feeder.start()
         assert proc.stdout is not None and proc.stderr is not None
@@ -133,7 +130,7 @@ class FileSource:
     def _prefiltered(self, proc: subprocess.Popen[bytes], feeder: threading.Thread) -> Iterator[Packet]:
         assert proc.stdout is not None and proc.stderr is not None
         tshark = tshark_path()
-        rot = RotatingTshark(proc.stdout, lambda: _spawn(tshark_argv(tshark)), chunk_packets=self._chunk, name=str(self.path))
+        rot = RotatingTshark(proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, name=str(self.path))
         finished = False
         try:
             yield from rot.packets()
@@ -156,7 +153,7 @@ class FileSource:
     # -- whole-file route ------------------------------------------------------------
     def _whole_file(self) -> Iterator[Packet]:
         stats = LineStats()
-        proc = _spawn(tshark_argv(tshark_path(), str(self.path)), stdin=subprocess.DEVNULL)
+        proc = spawn(tshark_argv(tshark_path(), str(self.path)), stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         finished = False
         try:
@@ -191,17 +188,6 @@ class FileSource:
         if not self.report.truncated:
             self.report.truncated = True
             self.report.warnings.append(f"{self.path}: capture cut short; analysed up to the cut")
-
-
-def _spawn(argv: list[str], stdin: int = subprocess.PIPE) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_tshark_env())
-
-
-def _tshark_env() -> dict[str, str]:
-    # tshark reads and writes preference files under $HOME; a service user may have none.
-    env = dict(os.environ)
-    env.setdefault("HOME", "/tmp")
-    return env
 
 
 def _last_line(text: str) -> str:

@@ -13,7 +13,9 @@ order. At most three tsharks are alive: one being read, one being fed, one waiti
 
 from __future__ import annotations
 
+import os
 import queue
+import select
 import struct
 import subprocess
 import threading
@@ -41,12 +43,14 @@ class RotatingTshark:
         chunk_packets: int = 100_000,
         name: str = "capture",
         interface: str = "",
+        tick_seconds: float | None = None,
     ) -> None:
         self._stream = stream
         self._start = start_tshark
         self._chunk = chunk_packets
         self._name = name
         self._interface = interface
+        self._tick = tick_seconds
         self._procs: queue.Queue[subprocess.Popen[bytes] | None] = queue.Queue(maxsize=2)
         self._alive: list[subprocess.Popen[bytes]] = []
         self._error: BaseException | None = None
@@ -109,7 +113,28 @@ class RotatingTshark:
             self._procs.put(None)
 
     # -- reader side -------------------------------------------------------------
-    def packets(self) -> Iterator[Packet]:
+    def _lines(self, proc: subprocess.Popen[bytes]) -> Iterator[bytes | None]:
+        """tshark's output lines; with ticks, None after each quiet `tick_seconds`."""
+        assert proc.stdout is not None
+        if self._tick is None:
+            yield from proc.stdout
+            return
+        fd = proc.stdout.fileno()
+        rest = b""
+        while True:
+            ready, _, _ = select.select([fd], [], [], self._tick)
+            if not ready:
+                yield None
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            *lines, rest = (rest + chunk).split(b"\n")
+            yield from lines
+        if rest:
+            yield rest
+
+    def packets(self) -> Iterator[Packet | None]:
         writer = threading.Thread(target=self._write, name=f"egress-split-{self._name}", daemon=True)
         writer.start()
         try:
@@ -117,8 +142,10 @@ class RotatingTshark:
                 proc = self._procs.get()
                 if proc is None:
                     break
-                assert proc.stdout is not None
-                for raw in proc.stdout:
+                for raw in self._lines(proc):
+                    if raw is None:
+                        yield None  # a tick: nothing arrived for a while
+                        continue
                     pkt = parse_line(raw.decode("utf-8", "replace"), self.stats, self._interface)
                     if pkt is not None:
                         yield pkt

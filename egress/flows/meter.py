@@ -38,6 +38,12 @@ class FlowMeter:
             self._finish(rec)
         return out
 
+    def tick(self, now: float) -> list[FlowRecord]:
+        out = self._table.tick(now)
+        for rec in out:
+            self._finish(rec)
+        return out
+
     def flush(self) -> list[FlowRecord]:
         out = list(self._table.flush())
         for rec in out:

@@ -126,6 +126,14 @@ class FlowTable:
                 elif pkt.icmp_type == ECHO_REPLIES[pkt.proto]:
                     flow.a_is_initiator = not from_a
 
+    def tick(self, now: float) -> list[FlowRecord]:
+        """Live capture on a quiet link: let wall-clock time expire idle flows."""
+        out: list[FlowRecord] = []
+        if now > self._clock:
+            self._clock = now
+            self._expire_idle(out)
+        return out
+
     def _expire_idle(self, out: list[FlowRecord]) -> None:
         horizon = self._clock - self._settings.idle_timeout_seconds
         while self._flows:

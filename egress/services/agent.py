@@ -36,16 +36,18 @@ def flow_message(rec: FlowRecord) -> Message:
 
 class CapturePump:
     """Runs `packets()` through a FlowMeter on its own thread; batches of messages come
-    out of `queue`, then a final None once the source ended (or `stop()` was called)."""
+    out of `queue`, then a final None once the source ended (or `stop()` was called).
+    A None from the source is a tick: time passes without packets."""
 
     def __init__(
         self,
-        packets: Callable[[], Iterator[Packet]],
+        packets: Callable[[], Iterator[Packet | None]],
         meter: FlowMeter,
         metrics: AgentMetrics,
         interface: str,
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[list[Message] | None],
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self._packets = packets
         self._meter = meter
@@ -53,7 +55,9 @@ class CapturePump:
         self._interface = interface
         self._loop = loop
         self._queue = queue
+        self._on_stop = on_stop
         self._stop = threading.Event()
+        self.name = interface
         self._thread = threading.Thread(target=self._run, name=f"egress-capture-{interface}", daemon=True)
         self.error: BaseException | None = None
 
@@ -62,6 +66,8 @@ class CapturePump:
 
     def stop(self) -> None:
         self._stop.set()
+        if self._on_stop is not None:
+            self._on_stop()
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -78,14 +84,19 @@ class CapturePump:
         last = time.monotonic()
         try:
             for pkt in self._packets():
-                counted += 1
-                for rec in self._meter.add(pkt):
+                if pkt is None:  # a quiet second on a live link
+                    records = self._meter.tick(time.time())
+                else:
+                    counted += 1
+                    records = self._meter.add(pkt)
+                for rec in records:
                     batch.append(flow_message(rec))
-                if counted >= _BATCH or len(batch) >= _BATCH:
+                if counted >= _BATCH or pkt is None:
                     captured.inc(counted)
                     counted = 0
+                if batch:
                     now = time.monotonic()
-                    if batch and (len(batch) >= _BATCH or now - last >= _HANDOFF_SECONDS):
+                    if len(batch) >= _BATCH or now - last >= _HANDOFF_SECONDS:
                         self._hand(batch)
                         batch, last = [], now
                 if self._stop.is_set():

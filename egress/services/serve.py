@@ -16,6 +16,8 @@ import structlog
 
 from egress.bus.memory import MemoryBus
 from egress.capture.file import FileSource
+from egress.capture.live import LiveSource
+from egress.capture.prefilter import build_filter
 from egress.config import Config
 from egress.enrich import EnricherChain
 from egress.errors import EgressError
@@ -36,28 +38,70 @@ log = structlog.get_logger("egress.serve")
 
 @dataclass(frozen=True, slots=True)
 class AgentPlan:
-    """What the agent half needs: config, local networks, enrichers, what to read."""
+    """What the agent half needs: config, local networks, enrichers, and either a file to
+    read or interfaces to capture on (one pump, flow table and enricher chain each)."""
 
     config: Config
     local: LocalNetworks
-    chain: EnricherChain
-    read: Path
+    chain_factory: Callable[[], EnricherChain]
+    read: Path | None
+    interfaces: tuple[str, ...] = ()
 
 
-def _packets(plan: AgentPlan) -> Callable[[], Iterator[Packet]]:
-    source = FileSource.for_networks(plan.read, list(plan.local.networks), plan.config.capture.bpf, chunk_packets=plan.config.capture.chunk_packets)
+def _file_packets(plan: AgentPlan, path: Path) -> Callable[[], Iterator[Packet | None]]:
+    source = FileSource.for_networks(path, list(plan.local.networks), plan.config.capture.bpf, chunk_packets=plan.config.capture.chunk_packets)
 
-    def packets() -> Iterator[Packet]:
+    def packets() -> Iterator[Packet | None]:
         yield from source.packets()
         for warning in source.report.warnings:
-            log.warning("capture_warning", file=str(plan.read), message=warning)
+            log.warning("capture_warning", file=str(path), message=warning)
 
     return packets
 
 
-def _pump(plan: AgentPlan, metrics: AgentMetrics, queue: asyncio.Queue[list | None]) -> CapturePump:  # type: ignore[type-arg]
-    meter = FlowMeter.from_config(plan.config, plan.local, plan.chain)
-    return CapturePump(_packets(plan), meter, metrics, "pcap", asyncio.get_running_loop(), queue)
+class _Pumps:
+    """One capture pump per source, and the enricher chains to reopen on SIGHUP."""
+
+    def __init__(self, plan: AgentPlan, metrics: AgentMetrics, queue: asyncio.Queue[list | None]) -> None:  # type: ignore[type-arg]
+        cfg, loop = plan.config, asyncio.get_running_loop()
+        self.chains: list[EnricherChain] = []
+        self.pumps: list[CapturePump] = []
+        if plan.read is not None:
+            chain = plan.chain_factory()
+            meter = FlowMeter.from_config(cfg, plan.local, chain)
+            self.chains.append(chain)
+            self.pumps.append(CapturePump(_file_packets(plan, plan.read), meter, metrics, "pcap", loop, queue))
+        bpf = build_filter(plan.local.networks, cfg.capture.bpf)
+        for interface in plan.interfaces:
+            source = LiveSource(
+                interface, bpf, snaplen=cfg.capture.snaplen, chunk_packets=cfg.capture.chunk_packets,
+                on_drops=metrics.packets_dropped.labels(interface).inc, on_restart=metrics.capture_restarts.labels(interface).inc,
+            )  # fmt: skip
+            source.start()  # a bad interface or filter fails here, before anything runs
+            chain = plan.chain_factory()
+            self.chains.append(chain)
+            meter = FlowMeter.from_config(cfg, plan.local, chain)
+            self.pumps.append(CapturePump(source.packets, meter, metrics, interface, loop, queue, on_stop=source.stop))
+
+    def start(self) -> None:
+        for pump in self.pumps:
+            pump.start()
+            log.info("capture_started", source=pump.name)
+
+    def stop(self) -> None:
+        for pump in self.pumps:
+            pump.stop()
+
+    def reopen(self) -> None:
+        for chain in self.chains:
+            chain.request_reopen()
+
+    async def finish(self) -> None:
+        for pump in self.pumps:
+            await asyncio.to_thread(pump.join)
+        errors = [p.error for p in self.pumps if p.error is not None]
+        if errors:
+            raise errors[0]
 
 
 def _metrics_endpoint(config: Config) -> None:
@@ -76,12 +120,6 @@ def _ready() -> SystemdNotifier:
     return notifier
 
 
-async def _finish_pump(pump: CapturePump) -> None:
-    await asyncio.to_thread(pump.join)
-    if pump.error is not None:
-        raise pump.error
-
-
 async def agent_main(plan: AgentPlan) -> int:
     from egress.bus.kafka import KafkaPublisher, ensure_topics
 
@@ -92,13 +130,13 @@ async def agent_main(plan: AgentPlan) -> int:
     publisher = KafkaPublisher(cfg.kafka, on_error=metrics.publish_errors.inc)
     await publisher.start()
     queue: asyncio.Queue[list | None] = asyncio.Queue(maxsize=64)  # type: ignore[type-arg]
-    pump = _pump(plan, metrics, queue)
-    on_signals(pump.stop, plan.chain.request_reopen)
-    pump.start()
+    pumps = _Pumps(plan, metrics, queue)
+    on_signals(pumps.stop, pumps.reopen)
+    pumps.start()
     notifier = _ready()
     try:
-        published = await publish_loop(queue, publisher, cfg.kafka.flows_topic, metrics)
-        await _finish_pump(pump)
+        published = await publish_loop(queue, publisher, cfg.kafka.flows_topic, metrics, len(pumps.pumps))
+        await pumps.finish()
     finally:
         notifier.notify("STOPPING=1")
         await publisher.stop()
@@ -146,27 +184,26 @@ async def run_main(plan: AgentPlan, evaluator: Evaluator, policy_path: Path | No
     sink = NdjsonSink(alerts_out)
     stage = RulesStage(evaluator, bus, rules_metrics, [sink], policy_path=policy_path)
     queue: asyncio.Queue[list | None] = asyncio.Queue(maxsize=64)  # type: ignore[type-arg]
-    pump = _pump(plan, agent_metrics, queue)
-
+    pumps = _Pumps(plan, agent_metrics, queue)
     stopped = asyncio.Event()
 
     def stop() -> None:
-        pump.stop()
+        pumps.stop()
         stopped.set()
 
     def reload() -> None:
-        plan.chain.request_reopen()
+        pumps.reopen()
         stage.reload()
 
     on_signals(stop, reload)
     rules = spawn(stage.run(), "egress-rules")
-    pump.start()
+    pumps.start()
     notifier = _ready()
     try:
-        await publish_loop(queue, bus, cfg.kafka.flows_topic, agent_metrics)
+        await publish_loop(queue, bus, cfg.kafka.flows_topic, agent_metrics, len(pumps.pumps))
         await bus.close()
         await rules
-        await _finish_pump(pump)
+        await pumps.finish()
         log.info("run_done", evaluated=stage.evaluated, alerts=stage.alerts)
         sink.flush()
         if linger and not stopped.is_set():

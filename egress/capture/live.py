@@ -1,0 +1,153 @@
+"""Capture source for live interfaces: dumpcap → pcap stream → recycled tsharks.
+
+dumpcap (Wireshark's capture engine, the one pyshark and tshark use) captures with
+the built-in BPF filter in the kernel, so intra-site video never reaches user space,
+and writes pcap to a pipe that `RotatingTshark` dissects. Every second without a
+packet yields None, a tick that lets the flow table expire idle flows on a quiet
+link. If the interface vanishes, dumpcap exits: that is logged and counted, and the
+capture is retried with a growing pause, while the flow table keeps its flows.
+Every child gets SIGKILL if the agent dies, so none outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+
+import structlog
+
+from egress.capture.process import spawn
+from egress.capture.rotation import RotatingTshark
+from egress.capture.tshark import tshark_argv, tshark_path
+from egress.errors import DependencyMissing, EgressError, UsageError
+from egress.model import Packet
+
+__all__ = ["LiveSource", "dumpcap_path"]
+
+log = structlog.get_logger("egress.capture")
+
+_START_SECONDS = 10.0
+_DROPS = re.compile(r"received/dropped on interface '[^']*': (\d+)/(\d+)")
+
+
+def dumpcap_path() -> str:
+    found = shutil.which("dumpcap") or ("/usr/bin/dumpcap" if os.path.exists("/usr/bin/dumpcap") else None)
+    if not found:
+        raise DependencyMissing("dumpcap not found: install Debian's 'tshark' package (it brings wireshark-common)")
+    return found
+
+
+class LiveSource:
+    """Packets (and None ticks) from one interface until `stop()`."""
+
+    def __init__(
+        self,
+        interface: str,
+        bpf: str,
+        *,
+        snaplen: int = 512,
+        buffer_mib: int = 64,
+        chunk_packets: int = 100_000,
+        on_drops: Callable[[int], None] | None = None,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        self.interface = interface
+        self._bpf = bpf
+        self._snaplen = snaplen
+        self._buffer = buffer_mib
+        self._chunk = chunk_packets
+        self._on_drops = on_drops
+        self._on_restart = on_restart
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.dropped = 0
+
+    def argv(self) -> list[str]:
+        return [dumpcap_path(), "-i", self.interface, "-f", self._bpf, "-s", str(self._snaplen), "-B", str(self._buffer), "-P", "-w", "-", "-q"]
+
+    def start(self) -> None:
+        """Open the capture now, so a bad interface or filter fails the start (not later)."""
+        self._proc = self._open()
+
+    def _open(self) -> subprocess.Popen[bytes]:
+        proc = spawn(self.argv(), stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None and proc.stderr is not None
+        ready, _, _ = select.select([proc.stdout], [], [], _START_SECONDS)
+        if not ready or proc.stdout.peek(24)[:24] == b"" or proc.poll() is not None:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            raise _start_error(self.interface, proc.stderr.read().decode("utf-8", "replace"))
+        return proc
+
+    def stop(self) -> None:
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # dumpcap writes its statistics and ends the stream
+
+    def packets(self) -> Iterator[Packet | None]:
+        pause = 1.0
+        tshark = tshark_path()
+        while not self._stop.is_set():
+            proc = self._proc or self._open()
+            self._proc = proc
+            assert proc.stdout is not None and proc.stderr is not None
+            rot = RotatingTshark(
+                proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk,
+                name=self.interface, interface=self.interface, tick_seconds=1.0,
+            )  # fmt: skip
+            try:
+                yield from rot.packets()
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                self._count_drops(proc.stderr.read().decode("utf-8", "replace"))
+                proc.stdout.close()
+                proc.stderr.close()
+                self._proc = None
+            if self._stop.is_set():
+                return
+            log.warning("capture_interrupted", interface=self.interface, retry_in_seconds=pause)
+            if self._on_restart is not None:
+                self._on_restart()
+            while not self._stop.wait(pause):
+                try:
+                    self._proc = self._open()
+                    break
+                except EgressError as exc:
+                    log.warning("capture_retry_failed", interface=self.interface, reason=str(exc), retry_in_seconds=pause)
+                    pause = min(pause * 2, 30.0)
+            pause = 1.0
+
+    def _count_drops(self, stderr: str) -> None:
+        m = _DROPS.search(stderr)
+        if m:
+            dropped = int(m.group(2))
+            if dropped and self._on_drops is not None:
+                self._on_drops(dropped)
+            self.dropped += dropped
+
+
+def _start_error(interface: str, stderr: str) -> EgressError:
+    text = " ".join(line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith(("Capturing on", "File:")))
+    lowered = text.lower()
+    if "no device named" in lowered or "no such device" in lowered:
+        return UsageError(f"interface {interface}: no such interface")
+    if "invalid capture filter" in lowered:
+        return UsageError(f"interface {interface}: capture filter refused: {text}")
+    if "permission" in lowered or "not permitted" in lowered:
+        return DependencyMissing(f"interface {interface}: permission denied (the agent needs CAP_NET_RAW and CAP_NET_ADMIN)")
+    if "network is down" in lowered:
+        return DependencyMissing(f"interface {interface}: is down")
+    return DependencyMissing(f"interface {interface}: capture could not start: {text or 'dumpcap gave no reason'}")

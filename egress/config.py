@@ -115,7 +115,7 @@ class KafkaConfig(_Section):
 
 
 class SpoolConfig(_Section):
-    path: Path = Path("/var/lib/egress/spool")
+    path: Path | None = Path("/var/lib/egress/spool")  # null: no spool (Kafka must be up at start)
     max_bytes: int = 2**30
 
     @field_validator("max_bytes", mode="before")

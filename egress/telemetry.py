@@ -43,6 +43,7 @@ class AgentMetrics:
         self.flows_exported = Counter("egress_flows_exported", "Flow records exported by the flow table", registry=registry)
         self.publish_errors = Counter("egress_publish_errors", "Flow records that could not be published", registry=registry)
         self.spool_records = Gauge("egress_spool_records", "Flow records waiting in the spool", registry=registry)
+        self.spool_dropped = Counter("egress_spool_dropped_records", "Spooled flow records dropped because the spool was full", registry=registry)
         self.capture_restarts = Counter("egress_capture_restarts", "Captures restarted after the interface went away", ["interface"], registry=registry)
         self.frames_skipped = Counter("egress_frames_skipped", "Frames that were not IP or could not be read", ["interface"], registry=registry)
 

@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import structlog
 
+from aiokafka.errors import KafkaError
+
 from egress.bus import SCHEMA_HEADER, Message, Publisher
+from egress.bus.spool import Spool
 from egress.codec import SCHEMA_VERSION, encode, flow_to_ecs
+from egress.errors import EgressError
 from egress.flows.meter import FlowMeter
 from egress.model import FlowRecord, Packet
 from egress.telemetry import AgentMetrics
 
-__all__ = ["CapturePump", "publish_loop", "flow_message"]
+__all__ = ["CapturePump", "publish_loop", "flow_message", "SpoolDrainer", "spool_loop"]
 
 log = structlog.get_logger("egress.agent")
 _HEADERS = ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),)
@@ -128,3 +132,76 @@ async def publish_loop(queue: asyncio.Queue[list[Message] | None], publisher: Pu
     await publisher.flush()
     return published
 
+
+
+class SpoolDrainer:
+    """Moves spooled records to Kafka in order; the spool cursor advances only after Kafka
+    acknowledged a batch. Kafka down at start or later: retry with a growing pause."""
+
+    def __init__(self, spool: Spool, connect: Callable[[], Awaitable[Publisher]], topic: str, metrics: AgentMetrics, batch: int = 2000) -> None:
+        self._spool = spool
+        self._connect_to = connect
+        self._topic = topic
+        self._metrics = metrics
+        self._batch = batch
+        self._publisher: Publisher | None = None
+        self.wake = asyncio.Event()
+        self.delivered = 0
+
+    async def _connect(self) -> Publisher:
+        publisher = await self._connect_to()
+        log.info("kafka_connected", spooled=len(self._spool))
+        return publisher
+
+    async def run(self, input_done: asyncio.Event) -> None:
+        """Until the input has ended and the spool is empty (or cancelled)."""
+        pause = 1.0
+        while True:
+            self._metrics.spool_records.set(len(self._spool))
+            if not len(self._spool):
+                if input_done.is_set():
+                    return
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), 0.5)
+                except TimeoutError:
+                    pass
+                continue
+            try:
+                if self._publisher is None:
+                    self._publisher = await self._connect()
+                batch, cursor = self._spool.peek(self._batch)
+                for message in batch:
+                    await self._publisher.send(self._topic, message)
+                await self._publisher.flush()
+            except (EgressError, KafkaError, OSError, asyncio.TimeoutError) as exc:
+                self._metrics.publish_errors.inc()
+                log.warning("kafka_unavailable_spooling", reason=str(exc)[:200], spooled=len(self._spool), retry_in_seconds=pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 30.0)
+                continue
+            pause = 1.0
+            self._spool.ack(len(batch), cursor)
+            self.delivered += len(batch)
+            self._metrics.flows_exported.inc(len(batch))
+
+    async def stop(self) -> None:
+        if self._publisher is not None:
+            try:
+                await self._publisher.stop()
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka_stop_failed", reason=str(exc)[:200])
+
+
+async def spool_loop(queue: asyncio.Queue[list[Message] | None], spool: Spool, drainer: SpoolDrainer, sources: int = 1) -> int:
+    """Append every batch to the spool (fsynced) and wake the drainer; returns records spooled."""
+    ended = spooled = 0
+    while ended < sources:
+        batch = await queue.get()
+        if batch is None:
+            ended += 1
+            continue
+        await asyncio.to_thread(spool.append, batch)
+        spooled += len(batch)
+        drainer.wake.set()
+    return spooled

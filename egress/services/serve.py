@@ -26,7 +26,9 @@ from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
 from egress.runtime import SystemdNotifier, on_signals, spawn
-from egress.services.agent import CapturePump, publish_loop
+from egress.bus import Publisher
+from egress.bus.spool import Spool
+from egress.services.agent import CapturePump, SpoolDrainer, publish_loop, spool_loop
 from egress.services.rules import RulesStage
 from egress.sinks.ndjson import NdjsonSink
 from egress.telemetry import AgentMetrics, RulesMetrics, serve_metrics
@@ -126,9 +128,57 @@ async def agent_main(plan: AgentPlan) -> int:
     cfg = plan.config
     metrics = AgentMetrics()
     _metrics_endpoint(cfg)
-    await ensure_topics(cfg.kafka, [cfg.kafka.flows_topic])
-    publisher = KafkaPublisher(cfg.kafka, on_error=metrics.publish_errors.inc)
-    await publisher.start()
+
+    async def connect() -> KafkaPublisher:
+        await ensure_topics(cfg.kafka, [cfg.kafka.flows_topic])
+        publisher = KafkaPublisher(cfg.kafka)
+        await publisher.start()
+        return publisher
+
+    if cfg.spool.path is None:
+        publisher = await connect()  # no spool: Kafka must be there now (exit 3 otherwise)
+        return await _agent_direct(plan, metrics, publisher)
+    spool = Spool(cfg.spool.path, cfg.spool.max_bytes, on_drop=metrics.spool_dropped.inc)
+    if len(spool):
+        log.info("spool_resuming", records=len(spool), path=str(cfg.spool.path))
+    drainer = SpoolDrainer(spool, connect, cfg.kafka.flows_topic, metrics)
+    queue: asyncio.Queue[list | None] = asyncio.Queue(maxsize=64)  # type: ignore[type-arg]
+    pumps = _Pumps(plan, metrics, queue)
+    stopping = asyncio.Event()
+
+    def stop() -> None:
+        pumps.stop()
+        stopping.set()
+
+    on_signals(stop, pumps.reopen)
+    input_done = asyncio.Event()
+    draining = spawn(drainer.run(input_done), "egress-spool-drainer")
+    pumps.start()
+    notifier = _ready()
+    try:
+        spooled = await spool_loop(queue, spool, drainer, len(pumps.pumps))
+        await pumps.finish()
+        input_done.set()
+        drainer.wake.set()
+        stop_wait = spawn(stopping.wait(), "egress-stop-wait")
+        await asyncio.wait([draining, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        if not draining.done():  # SIGTERM while Kafka is away: a short grace, then the spool keeps the rest
+            await asyncio.wait([draining], timeout=10)
+        if not draining.done():
+            draining.cancel()
+            log.warning("agent_stopping_with_spool", records=len(spool), path=str(cfg.spool.path))
+        stop_wait.cancel()
+    finally:
+        notifier.notify("STOPPING=1")
+        await drainer.stop()
+        metrics.spool_records.set(len(spool))
+        spool.close()
+    log.info("agent_done", flows_spooled=spooled, flows_delivered=drainer.delivered, spooled_left=len(spool))
+    return 0
+
+
+async def _agent_direct(plan: AgentPlan, metrics: AgentMetrics, publisher: Publisher) -> int:
+    cfg = plan.config
     queue: asyncio.Queue[list | None] = asyncio.Queue(maxsize=64)  # type: ignore[type-arg]
     pumps = _Pumps(plan, metrics, queue)
     on_signals(pumps.stop, pumps.reopen)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ def topics_env(bootstrap: str, **extra: str) -> dict[str, str]:
         "EGRESS_KAFKA__DEAD_LETTER_TOPIC": f"t{tag}.deadletter",
         "EGRESS_KAFKA__GROUP_ID": f"g{tag}",
         "EGRESS_METRICS__LISTEN": "127.0.0.1:0",
+        "EGRESS_SPOOL__PATH": tempfile.mkdtemp(prefix="egress-spool-"),
     }
     env.update(extra)
     return env
@@ -229,8 +231,8 @@ def test_sighup_with_a_broken_policy_keeps_the_old_verdicts(kafka_bootstrap: str
 
 @pytest.mark.parametrize("command", ["agent", "rules"])
 def test_kafka_unreachable_at_start_exits_3(command: str, tmp_path: Path) -> None:
-    """No broker at the configured address: one clear line, exit 3."""
-    env = {"EGRESS_KAFKA__BOOTSTRAP_SERVERS": "[127.0.0.1:1]", "EGRESS_METRICS__LISTEN": "127.0.0.1:0"}
+    """No broker at the configured address (and, for the agent, no spool): one clear line, exit 3."""
+    env = {"EGRESS_KAFKA__BOOTSTRAP_SERVERS": "[127.0.0.1:1]", "EGRESS_METRICS__LISTEN": "127.0.0.1:0", "EGRESS_SPOOL__PATH": "null"}
     args = ["--read", str(PCAPS / "trunk-qinq-mixed.pcap")] if command == "agent" else []
     proc = run_egress(command, *args, env=env, timeout=90)
     assert proc.returncode == 3, proc.stderr

@@ -28,6 +28,10 @@ def geolite2_city() -> Path:
 sys.path.insert(0, str(PCAPS))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by deploy/kafka/broker")
+
+
 @pytest.fixture(scope="session")
 def geoip(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Test Country, City and ASN databases for the documentation ranges."""

@@ -57,7 +57,11 @@ class Rules:
         )  # fmt: skip
 
     def alerts(self) -> list[dict]:
-        return ndjson(self.out.read_text()) if self.out.exists() else []
+        """The complete lines written so far (the last one may still be half-written)."""
+        if not self.out.exists():
+            return []
+        text = self.out.read_text()
+        return ndjson(text[: text.rfind("\n") + 1])
 
     def wait_for(self, count: int, timeout: float = 60) -> list[dict]:
         deadline = time.monotonic() + timeout

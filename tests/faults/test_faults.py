@@ -1,0 +1,216 @@
+"""Faults against the real broker: in every case the final set of alert event.ids equals an
+undisturbed run on the same input (duplicates allowed, losses not). Each test records what
+it injected and what it counted in `reliability-results/`, for docs/reliability.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from egress.codec import decode_flow, encode, flow_to_ecs
+from egress.policy.evaluate import Evaluator
+from egress.policy.schema import default_policy
+from tests.conftest import PCAPS, POLICY, ROOT, ndjson, run_egress
+from tests.kafka.conftest import run_broker
+from tests.kafka.test_streaming import Rules, _flow, _produce, topics_env
+
+pytestmark = pytest.mark.kafka
+RESULTS = ROOT / "reliability-results"
+SAMPLES = [PCAPS / "street-cctv-vlan20.pcap", PCAPS / "building-cctv-ipv6.pcapng", PCAPS / "trunk-qinq-mixed.pcap"]
+
+
+def record(name: str, **figures: object) -> None:
+    """Keep what a fault test measured, for the reliability report."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"test": name, **figures}, indent=2))
+
+
+def _geo(geoip: dict[str, Path]) -> list[str | Path]:
+    return ["--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"]]
+
+
+def _offline_ids(geoip: dict[str, Path], captures: list[Path]) -> set[str]:
+    ids: set[str] = set()
+    for capture in captures:
+        proc = run_egress("analyze", capture, *_geo(geoip), "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        ids |= {a["event"]["id"] for a in ndjson(proc.stdout)}
+    return ids
+
+
+def _agent(env: dict[str, str], capture: Path, geoip: dict[str, Path], log: Path) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("EGRESS_")} | env
+    return subprocess.Popen(
+        [sys.executable, "-m", "egress", "agent", "--read", str(capture), *map(str, _geo(geoip)), "--log-format", "json"],
+        env=full, stdout=subprocess.DEVNULL, stderr=log.open("w"), stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _wait_log(log: Path, event: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if f'"event": "{event}"' in log.read_text():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {event} in {log}:\n{log.read_text()[-2000:]}")
+
+
+def test_broker_down_for_60s_mid_stream(kafka_bootstrap: str, geoip: dict[str, Path], tmp_path: Path, rules_procs: list[Rules]) -> None:
+    """The broker stops for 60 s while the agent has records and the consumer is running;
+    the agent spools, both survive, and when the broker returns every alert arrives."""
+    env = topics_env(kafka_bootstrap)
+    expected = _offline_ids(geoip, SAMPLES[:1])
+    rules = Rules(env, tmp_path / "alerts.ndjson", *_geo(geoip))
+    rules_procs.append(rules)
+    _wait_log(rules.log, "rules_consuming")
+    time.sleep(3)  # joined its group
+    assert run_broker("stop").returncode == 0
+    outage_start = time.monotonic()
+    try:
+        agent = _agent(env, SAMPLES[0], geoip, tmp_path / "agent.log")
+        _wait_log(tmp_path / "agent.log", "kafka_unavailable_spooling", timeout=90)
+        time.sleep(max(0.0, 60 - (time.monotonic() - outage_start)))
+    finally:
+        started = run_broker("start", timeout=300)
+    assert started.returncode == 0, started.stderr
+    outage = time.monotonic() - outage_start
+    assert agent.wait(timeout=180) == 0, (tmp_path / "agent.log").read_text()[-3000:]
+    got = {a["event"]["id"] for a in rules.wait_for(len(expected), timeout=180)}
+    assert rules.proc.poll() is None, "the consumer survived the outage"
+    assert got >= expected
+    assert rules.stop() == 0
+    record("broker_down_60s", fault="broker stopped mid-stream", outage_seconds=round(outage, 1), expected=len(expected),
+           received=len(got), lost=len(expected - got), crashes=0)  # fmt: skip
+
+
+def test_agent_sigkilled_mid_spool_and_restarted(kafka_bootstrap: str, geoip: dict[str, Path], tmp_path: Path, rules_procs: list[Rules]) -> None:
+    """An agent that spooled records while Kafka was unreachable is SIGKILLed; the next agent
+    on the same spool delivers them (and its own)."""
+    spool = tempfile.mkdtemp(prefix="egress-spool-")
+    env = topics_env(kafka_bootstrap, EGRESS_SPOOL__PATH=spool)
+    expected = _offline_ids(geoip, SAMPLES)
+    first = _agent(env | {"EGRESS_KAFKA__BOOTSTRAP_SERVERS": "[127.0.0.1:1]"}, SAMPLES[0], geoip, tmp_path / "a1.log")
+    _wait_log(tmp_path / "a1.log", "kafka_unavailable_spooling")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    spooled = sum(p.stat().st_size for p in Path(spool).glob("*.seg"))
+    assert spooled > 0
+    for i, capture in enumerate(SAMPLES[1:]):
+        proc = _agent(env, capture, geoip, tmp_path / f"a{i + 2}.log")
+        assert proc.wait(timeout=120) == 0, (tmp_path / f"a{i + 2}.log").read_text()[-3000:]
+    assert '"event": "spool_resuming"' in (tmp_path / "a2.log").read_text()
+    rules = Rules(env, tmp_path / "alerts.ndjson", *_geo(geoip))
+    rules_procs.append(rules)
+    got = {a["event"]["id"] for a in rules.wait_for(len(expected))}
+    assert got >= expected
+    assert rules.stop() == 0
+    record("agent_sigkill_mid_spool", fault="agent SIGKILL with records spooled, restarted", spooled_bytes=spooled,
+           expected=len(expected), received=len(got), lost=len(expected - got), crashes=0)  # fmt: skip
+
+
+def _expected_for(records: list) -> set[str]:  # type: ignore[type-arg]
+    evaluator = Evaluator(default_policy())
+    return {a.event_id for r in records for a in evaluator.evaluate(decode_flow(encode(flow_to_ecs(r)))).alerts}
+
+
+def test_rules_sigkilled_and_restarted(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
+    """The only consumer is SIGKILLed mid-stream and started again: it resumes from its
+    committed offset and no alert is missing."""
+    env = topics_env(kafka_bootstrap)
+    records = [_flow(i) for i in range(30_000)]
+    expected = _expected_for(records)
+    asyncio.run(_produce(kafka_bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 4, [(r.device_mac.encode(), encode(flow_to_ecs(r))) for r in records]))
+    first = Rules(env, tmp_path / "a.ndjson")
+    rules_procs.append(first)
+    deadline = time.monotonic() + 60
+    while len(first.alerts()) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    before = {a["event"]["id"] for a in first.alerts()}
+    assert before and before < expected, "killed mid-stream"
+    second = Rules(env, tmp_path / "b.ndjson")
+    rules_procs.append(second)
+    second.wait_for(len(expected - before), timeout=120)
+    got = before | {a["event"]["id"] for a in second.alerts()}
+    assert got >= expected
+    duplicates = len(first.alerts()) + len(second.alerts()) - len(got)
+    assert second.stop() == 0
+    record("rules_sigkill_restart", fault="rules consumer SIGKILL mid-stream, restarted", expected=len(expected),
+           received=len(got), duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
+
+
+def test_rebalance_while_a_batch_is_in_flight(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
+    """A second consumer joins while the first is mid-batch; partitions move, nothing is lost."""
+    env = topics_env(kafka_bootstrap)
+    records = [_flow(i) for i in range(30_000)]
+    expected = _expected_for(records)
+    asyncio.run(_produce(kafka_bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 4, [(r.device_mac.encode(), encode(flow_to_ecs(r))) for r in records]))
+    first = Rules(env, tmp_path / "a.ndjson")
+    rules_procs.append(first)
+    deadline = time.monotonic() + 60
+    while not first.alerts() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = Rules(env, tmp_path / "b.ndjson")  # joins: the group rebalances under the first's feet
+    rules_procs.append(second)
+    deadline = time.monotonic() + 180
+    got: set[str] = set()
+    while time.monotonic() < deadline:
+        got = {a["event"]["id"] for a in first.alerts()} | {a["event"]["id"] for a in second.alerts()}
+        if got >= expected:
+            break
+        time.sleep(0.5)
+    assert got >= expected, f"{len(expected - got)} lost"
+    assert second.alerts(), "the newcomer took partitions"
+    assert first.stop() == 0 and second.stop() == 0
+    duplicates = len(first.alerts()) + len(second.alerts()) - len(got)
+    record("rebalance_in_flight", fault="consumer joins mid-batch (rebalance)", expected=len(expected), received=len(got),
+           duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
+
+
+def test_spool_drain_throughput(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Records spooled during an outage drain at a measured rate once Kafka is back."""
+    from egress.bus.kafka import KafkaPublisher, ensure_topics
+    from egress.bus.spool import Spool
+    from egress.config import KafkaConfig
+    from egress.services.agent import SpoolDrainer, flow_message
+    from egress.telemetry import AgentMetrics
+
+    from prometheus_client import CollectorRegistry
+
+    topic = f"drain-{os.getpid()}-{int(time.time())}.flows"
+    spool = Spool(tmp_path / "spool", 1 << 30)
+    records = [_flow(i) for i in range(50_000)]
+    spool.append([flow_message(r) for r in records])
+    cfg = KafkaConfig(bootstrap_servers=(kafka_bootstrap,), flows_topic=topic, partitions=4)
+
+    async def connect() -> KafkaPublisher:
+        await ensure_topics(cfg, [topic])
+        publisher = KafkaPublisher(cfg)
+        await publisher.start()
+        return publisher
+
+    async def drain() -> float:
+        drainer = SpoolDrainer(spool, connect, topic, AgentMetrics(CollectorRegistry()))
+        done = asyncio.Event()
+        done.set()
+        start = time.perf_counter()
+        await drainer.run(done)
+        elapsed = time.perf_counter() - start
+        await drainer.stop()
+        assert drainer.delivered == len(records)
+        return elapsed
+
+    elapsed = asyncio.run(drain())
+    assert len(spool) == 0
+    record("spool_drain", fault="none (drain after outage)", records=len(records), seconds=round(elapsed, 2),
+           records_per_second=round(len(records) / elapsed), lost=0, crashes=0)  # fmt: skip

@@ -9,6 +9,7 @@ policy keeps the old one, is logged and counted.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +21,7 @@ from egress.codec import SCHEMA_VERSION, DecodeError, alert_to_ecs, decode_flow,
 from egress.errors import EgressError
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import load_policy
+from egress.runtime import spawn
 from egress.telemetry import RulesMetrics, vendor_label
 
 __all__ = ["RulesStage", "AlertSink"]
@@ -58,18 +60,30 @@ class RulesStage:
         self.alerts = 0
 
     async def run(self) -> None:
-        async for batch in self._sub.batches():
-            await self.process(batch)
-            await self._sub.commit(batch)
+        """Evaluate batch N+1 while batch N's alerts travel to Kafka; batch N is committed
+        only once they are acknowledged, and commits stay in order."""
+        finishing: asyncio.Task[None] | None = None
+        try:
+            async for batch in self._sub.batches():
+                for msg in batch:
+                    await self._one(msg)
+                if finishing is not None:
+                    await finishing
+                finishing = spawn(self._finish(batch), "egress-rules-commit")
+        finally:
+            if finishing is not None:
+                await finishing
 
-    async def process(self, batch: list[Message]) -> None:
-        for msg in batch:
-            await self._one(msg)
+    async def _finish(self, batch: list[Message]) -> None:
+        await self.deliver()
+        await self._sub.commit(batch)
+
+    async def deliver(self) -> None:
+        """Alerts acknowledged by Kafka and NDJSON sinks flushed."""
         if self._pub is not None:
             await self._pub.flush()
         for sink in self._sinks:
             sink.flush()
-
     async def _dead_letter(self, msg: Message, reason: str) -> None:
         self._metrics.deadletter.inc()
         log.warning("dead_letter", reason=reason[:200], partition=msg.partition, offset=msg.offset)

@@ -90,3 +90,19 @@ def test_fast_path_agrees_with_pyshark_full_dissection() -> None:
         cap.close()
         loop.close()
     assert ours == theirs
+
+
+def test_a_tshark_that_cannot_start_is_an_error_not_a_quiet_capture(tmp_path: Path) -> None:
+    """If tshark dies before printing anything, analyze exits 3 instead of reporting nothing."""
+    import shutil
+    import stat
+
+    from tests.conftest import run_egress
+
+    fake = tmp_path / "tshark"
+    fake.write_text("#!/bin/sh\necho 'tshark: cannot load libwireshark' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    (tmp_path / "tcpdump").symlink_to(shutil.which("tcpdump") or "/usr/bin/tcpdump")
+    proc = run_egress("analyze", PCAPS / "trunk-qinq-mixed.pcap", env={"PATH": str(tmp_path)})
+    assert proc.returncode == 3, proc.stderr
+    assert "tshark failed: tshark: cannot load libwireshark" in proc.stderr

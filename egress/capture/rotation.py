@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from egress.capture.tshark import LineStats, parse_line
-from egress.errors import InputError
+from egress.errors import DependencyMissing, InputError
 from egress.model import Packet
 
 __all__ = ["RotatingTshark", "PCAP_MAGICS"]
@@ -142,27 +142,34 @@ class RotatingTshark:
                 proc = self._procs.get()
                 if proc is None:
                     break
+                lines = 0
                 for raw in self._lines(proc):
                     if raw is None:
                         yield None  # a tick: nothing arrived for a while
                         continue
+                    lines += 1
                     pkt = parse_line(raw.decode("utf-8", "replace"), self.stats, self._interface)
                     if pkt is not None:
                         yield pkt
                 proc.wait()
-                self._collect_stderr(proc)
+                errors = self._collect_stderr(proc)
+                if proc.returncode != 0 and lines == 0:
+                    # tshark never got going (missing library, sandbox, bad preference): that is
+                    # not a quiet network, and it must not look like one
+                    reason = errors[-1] if errors else f"exit status {proc.returncode}"
+                    raise DependencyMissing(f"{self._name}: tshark failed: {reason}")
             writer.join()
             if self._error is not None:
                 raise self._error
         finally:
             self.close()
 
-    def _collect_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+    def _collect_stderr(self, proc: subprocess.Popen[bytes]) -> list[str]:
         if proc.stderr is None:
-            return
-        for line in proc.stderr.read().decode("utf-8", "replace").splitlines():
-            if line.strip() and "Running as user" not in line:
-                self.tshark_errors.append(line.strip())
+            return []
+        lines = [ln.strip() for ln in proc.stderr.read().decode("utf-8", "replace").splitlines() if ln.strip() and "Running as user" not in ln]
+        self.tshark_errors += lines
+        return lines
 
     def close(self) -> None:
         """Stop feeding and leave no tshark behind."""

@@ -44,6 +44,7 @@ class AgentMetrics:
         self.publish_errors = Counter("egress_publish_errors", "Flow records that could not be published", registry=registry)
         self.spool_records = Gauge("egress_spool_records", "Flow records waiting in the spool", registry=registry)
         self.spool_dropped = Counter("egress_spool_dropped_records", "Spooled flow records dropped because the spool was full", registry=registry)
+        self.agent_info = Info("egress_agent", "Site and observer of this agent, to join agent metrics on", registry=registry)
         self.capture_restarts = Counter("egress_capture_restarts", "Captures restarted after the interface went away", ["interface"], registry=registry)
         self.frames_skipped = Counter("egress_frames_skipped", "Frames that were not IP or could not be read", ["interface"], registry=registry)
 
@@ -61,6 +62,7 @@ class RulesMetrics:
         self.deadletter = Counter("egress_deadletter", "Messages sent to the dead-letter topic", registry=registry)
         self.policy_reload_failures = Counter("egress_policy_reload_failures", "Policy reloads refused", registry=registry)
         self.policy_reloads = Counter("egress_policy_reloads", "Policy reloads applied", registry=registry)
+        self.consumer_lag = Gauge("egress_consumer_lag_records", "Records in the partition not yet read by this consumer", ["topic", "partition"], registry=registry)
         self._device_labels: dict[str, tuple[str, str, str, str]] = {}
         self._evaluated: dict[tuple[str, str, str], Any] = {}
 

@@ -153,8 +153,9 @@ class KafkaPublisher:
 class KafkaSubscriber:
     """Batches of the flows topic for one member of the consumer group."""
 
-    def __init__(self, cfg: KafkaConfig, topic: str, max_records: int = 2000) -> None:
+    def __init__(self, cfg: KafkaConfig, topic: str, max_records: int = 2000, on_lag: Any = None) -> None:
         self._cfg = cfg
+        self._on_lag = on_lag
         self._consumer = AIOKafkaConsumer(
             topic,
             **client_options(cfg),
@@ -186,6 +187,11 @@ class KafkaSubscriber:
                 for records in data.values()
                 for r in records
             ]
+            if self._on_lag is not None:
+                for tp, records in data.items():
+                    high = self._consumer.highwater(tp)
+                    if high is not None and records:
+                        self._on_lag(tp.topic, tp.partition, max(0, high - records[-1].offset - 1))
             if batch:
                 yield batch
 

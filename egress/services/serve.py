@@ -8,6 +8,7 @@ run   = capture pump(s) → publish loop → MemoryBus → RulesStage → NDJSON
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,11 +123,17 @@ def _ready() -> SystemdNotifier:
     return notifier
 
 
+def _agent_metrics(cfg: Config) -> AgentMetrics:
+    metrics = AgentMetrics()
+    metrics.agent_info.info({"site": cfg.site, "observer": cfg.observer_name or socket.gethostname()})
+    return metrics
+
+
 async def agent_main(plan: AgentPlan) -> int:
     from egress.bus.kafka import KafkaPublisher, ensure_topics
 
     cfg = plan.config
-    metrics = AgentMetrics()
+    metrics = _agent_metrics(cfg)
     _metrics_endpoint(cfg)
 
     async def connect() -> KafkaPublisher:
@@ -202,7 +209,7 @@ async def rules_main(config: Config, evaluator: Evaluator, policy_path: Path | N
     _metrics_endpoint(config)
     await ensure_topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic])
     publisher = KafkaPublisher(kafka)
-    subscriber = KafkaSubscriber(kafka, kafka.flows_topic)
+    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=lambda topic, part, lag: metrics.consumer_lag.labels(topic, str(part)).set(lag))
     await publisher.start()
     sinks = [NdjsonSink(alerts_out)] if alerts_out is not None else []
     try:
@@ -228,7 +235,7 @@ async def rules_main(config: Config, evaluator: Evaluator, policy_path: Path | N
 async def run_main(plan: AgentPlan, evaluator: Evaluator, policy_path: Path | None, alerts_out: Path | None, linger: bool = False) -> int:
     """`linger`: once the file is done, keep serving metrics until SIGTERM (for scrapers)."""
     cfg = plan.config
-    agent_metrics, rules_metrics = AgentMetrics(), RulesMetrics()
+    agent_metrics, rules_metrics = _agent_metrics(cfg), RulesMetrics()
     _metrics_endpoint(cfg)
     bus = MemoryBus(cfg.kafka.flows_topic)
     sink = NdjsonSink(alerts_out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -115,16 +115,22 @@ def _geoip_paths(config: Config, policy: Any) -> tuple[Path | None, Path | None]
     return paths[0], paths[1]
 
 
-def _build_chain(config: Config, policy: Any) -> Any:
+def _chain_factory(config: Config, policy: Any) -> Callable[[], Any]:
+    """Decide the GeoIP files once (and warn once); each call builds a fresh enricher chain."""
     from egress.enrich import build_chain
     from egress.enrich.oui import ManufNotFoundError
     from egress.localnet import LocalNetworks
 
     country, asn = _geoip_paths(config, policy)
-    try:
-        return build_chain(LocalNetworks(policy.local_networks), country, asn)
-    except ManufNotFoundError as exc:
-        raise DependencyMissing(str(exc.strerror)) from None
+    local = LocalNetworks(policy.local_networks)
+
+    def make() -> Any:
+        try:
+            return build_chain(local, country, asn)
+        except ManufNotFoundError as exc:
+            raise DependencyMissing(str(exc.strerror)) from None
+
+    return make
 
 
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
@@ -138,7 +144,7 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
         if not path.exists():
             raise InputError(f"{path}: no such file")
     policy = _load_policy(config, args.policy is not None or args.config is not None)
-    chain = _build_chain(config, policy)
+    chain = _chain_factory(config, policy)()
     with ExitStack() as stack:
         flows_out = stack.enter_context(args.flows_out.open("wb")) if args.flows_out else None
         progress = stack.enter_context(_Progress(args.pcaps)) if sys.stderr.isatty() else None
@@ -175,8 +181,9 @@ def _plan(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
         except ValidationError as exc:
             raise UsageError(f"--interface: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
     policy = _load_policy(config, args.policy is not None or args.config is not None)
-    _build_chain(config, policy)  # fail at start on a missing database or registry
-    return AgentPlan(config, LocalNetworks(policy.local_networks), lambda: _build_chain(config, policy), args.read, interfaces), policy
+    chains = _chain_factory(config, policy)
+    chains()  # fail at start on a missing database or registry
+    return AgentPlan(config, LocalNetworks(policy.local_networks), chains, args.read, interfaces), policy
 
 
 def _policy_path(config: Config, policy: Any) -> Path | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import structlog
 
@@ -117,14 +117,21 @@ class CapturePump:
                 self._hand(None)
 
 
-async def publish_loop(queue: asyncio.Queue[list[Message] | None], publisher: Publisher, topic: str, metrics: AgentMetrics, sources: int = 1) -> int:
-    """Publish every batch until each source has ended; returns the records published."""
-    ended = published = 0
+async def _batches(queue: asyncio.Queue[list[Message] | None], sources: int) -> AsyncIterator[list[Message]]:
+    """The pumps' batches, until each of `sources` has sent its final None."""
+    ended = 0
     while ended < sources:
         batch = await queue.get()
         if batch is None:
             ended += 1
-            continue
+        else:
+            yield batch
+
+
+async def publish_loop(queue: asyncio.Queue[list[Message] | None], publisher: Publisher, topic: str, metrics: AgentMetrics, sources: int = 1) -> int:
+    """Publish every batch until each source has ended; returns the records published."""
+    published = 0
+    async for batch in _batches(queue, sources):
         for message in batch:
             await publisher.send(topic, message)
         metrics.flows_exported.inc(len(batch))
@@ -195,12 +202,8 @@ class SpoolDrainer:
 
 async def spool_loop(queue: asyncio.Queue[list[Message] | None], spool: Spool, drainer: SpoolDrainer, sources: int = 1) -> int:
     """Append every batch to the spool (fsynced) and wake the drainer; returns records spooled."""
-    ended = spooled = 0
-    while ended < sources:
-        batch = await queue.get()
-        if batch is None:
-            ended += 1
-            continue
+    spooled = 0
+    async for batch in _batches(queue, sources):
         await asyncio.to_thread(spool.append, batch)
         spooled += len(batch)
         drainer.wake.set()

@@ -11,7 +11,8 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -148,8 +149,24 @@ class Config(_Section):
     policy_file: Path = DEFAULT_POLICY_PATH
 
 
+def _verbatim(path: tuple[str, ...]) -> bool:
+    """Whether the field at `path` holds text (taken as written, never read as YAML):
+    a password like `12345678` or `x #y` must stay what it is."""
+    model: Any = Config
+    for key in path:
+        field = getattr(model, "model_fields", {}).get(key)
+        if field is None:
+            return False
+        model = field.annotation
+        args = [a for a in get_args(model) if a is not type(None)]
+        if args and get_origin(model) in (Union, UnionType):
+            model = args[0]
+    return model in (str, SecretStr, Path)
+
+
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
-    """EGRESS_A__B=value → {"a": {"b": value}}; only for keys the config has."""
+    """EGRESS_A__B=value → {"a": {"b": value}}; only for keys the config has. Text fields take
+    the value verbatim; others read it as YAML, so lists (`[eth1, eth2]`) and numbers work."""
     out: dict[str, Any] = {}
     origin: dict[tuple[str, ...], str] = {}
     for var, raw in environ.items():
@@ -158,10 +175,13 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
         path = tuple(part.lower() for part in var[len("EGRESS_") :].split("__"))
         if path[0] not in Config.model_fields:
             continue  # EGRESS_KAFKA_HOME and friends belong to other tools
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
+        if _verbatim(path) and raw != "null":
+            value: Any = raw
+        else:
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError:
+                value = raw
         cur = out
         for key in path[:-1]:
             cur = cur.setdefault(key, {})

@@ -10,6 +10,7 @@ logged, not fatal: the new owner re-reads from the last commit.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,18 +34,22 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     """Connection and security settings shared by producer, consumer and admin client."""
     opts: dict[str, Any] = {"bootstrap_servers": list(cfg.bootstrap_servers), "security_protocol": cfg.security_protocol}
     if cfg.security_protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = create_ssl_context(
-            cafile=str(cfg.ssl_cafile) if cfg.ssl_cafile else None,
-            certfile=str(cfg.ssl_certfile) if cfg.ssl_certfile else None,
-            keyfile=str(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
-        )
+        try:
+            opts["ssl_context"] = create_ssl_context(
+                cafile=str(cfg.ssl_cafile) if cfg.ssl_cafile else None,
+                certfile=str(cfg.ssl_certfile) if cfg.ssl_certfile else None,
+                keyfile=str(cfg.ssl_keyfile) if cfg.ssl_keyfile else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(str(f) for f in (cfg.ssl_cafile, cfg.ssl_certfile, cfg.ssl_keyfile) if f)
+            raise UsageError(f"kafka TLS files ({files}) unusable: {getattr(exc, 'reason', None) or exc}") from None
     if cfg.security_protocol.startswith("SASL"):
         if cfg.sasl_mechanism is None or cfg.sasl_username is None:
             raise UsageError(f"kafka.security_protocol {cfg.security_protocol} needs kafka.sasl_mechanism and kafka.sasl_username")
         password = cfg.sasl_password.get_secret_value() if cfg.sasl_password else None
         if password is None and cfg.sasl_password_file is not None:
             try:
-                password = cfg.sasl_password_file.read_text(encoding="utf-8").strip()
+                password = cfg.sasl_password_file.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
             except OSError as exc:
                 raise UsageError(f"{cfg.sasl_password_file}: cannot read the SASL password: {exc.strerror}") from None
         if password is None:

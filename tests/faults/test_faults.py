@@ -214,3 +214,58 @@ def test_spool_drain_throughput(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert len(spool) == 0
     record("spool_drain", fault="none (drain after outage)", records=len(records), seconds=round(elapsed, 2),
            records_per_second=round(len(records) / elapsed), lost=0, crashes=0)  # fmt: skip
+
+
+def test_a_thousand_garbage_messages_are_dead_lettered_and_counted(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
+    """≥ 1,000 garbage messages (random bytes, wrong JSON, wrong schema version, wrong types,
+    huge values) are each dead-lettered and counted; the good records among them are evaluated."""
+    import random
+    import re
+    import urllib.request
+
+    rng = random.Random(11)
+    good = [_flow(i) for i in range(50)]
+    template = flow_to_ecs(good[0])
+    garbage: list[bytes] = []
+    for i in range(1000):
+        kind = i % 5
+        if kind == 0:
+            garbage.append(rng.randbytes(rng.randint(0, 300)))
+        elif kind == 1:
+            garbage.append(b'{"egress": {"schema_version": 1}, "network": ' + rng.randbytes(20))
+        elif kind == 2:
+            garbage.append(json.dumps(template | {"egress": {"schema_version": rng.choice([0, 2, "1", None])}}).encode())
+        elif kind == 3:
+            doc = json.loads(json.dumps(template))
+            doc["destination"]["port"] = rng.choice(["443", None, [1], {"x": 1}])
+            garbage.append(json.dumps(doc).encode())
+        else:
+            garbage.append(b'{"x": "' + b"A" * 400_000 + b'"}')
+    messages = [(b"g", g) for g in garbage]
+    for i, r in enumerate(good):  # interleaved: the consumer must go on after each bad one
+        messages.insert(i * 20, (r.device_mac.encode(), encode(flow_to_ecs(r))))
+    env = topics_env(kafka_bootstrap, EGRESS_METRICS__LISTEN="127.0.0.1:0")
+    asyncio.run(_produce(kafka_bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 2, messages))
+    rules = Rules(env, tmp_path / "alerts.ndjson")
+    rules_procs.append(rules)
+    expected = _expected_for(good)
+    got = {a["event"]["id"] for a in rules.wait_for(len(expected), timeout=120)}
+    assert got >= expected
+    port = re.search(r'"address": "127\.0\.0\.1:(\d+)"', rules.log.read_text())
+    assert port, rules.log.read_text()[-2000:]
+    deadline = time.monotonic() + 60
+    count = 0.0
+    while time.monotonic() < deadline:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/metrics", timeout=5).read().decode()
+        count = float(re.search(r"^egress_deadletter_total ([0-9.e+]+)$", text, re.M).group(1))  # type: ignore[union-attr]
+        if count >= len(garbage):
+            break
+        time.sleep(0.5)
+    assert count == len(garbage)
+    from tests.kafka.test_streaming import _read_topic
+
+    dead = asyncio.run(_read_topic(kafka_bootstrap, env["EGRESS_KAFKA__DEAD_LETTER_TOPIC"], len(garbage), timeout=60))
+    assert len(dead) == len(garbage) and all("reason" in h for _, _, h in dead)
+    assert rules.proc.poll() is None and rules.stop() == 0
+    record("garbage_messages", fault="1,000 undecodable Kafka messages among 50 good ones", expected=len(expected),
+           received=len(got), dead_lettered=len(dead), counted=int(count), lost=len(expected - got), crashes=0)  # fmt: skip

@@ -11,6 +11,7 @@ flow table applies the filter's rule again.
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,11 @@ __all__ = ["FileSource", "FileReport"]
 
 log = structlog.get_logger("egress.capture")
 
+_PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34")
+_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+_CAPTURE_MAGICS = (*_PCAP_MAGICS, _PCAPNG_MAGIC)
+_PCAP_HEADER, _PCAPNG_HEADER, _HEADER_MIN = 24, 28, 28
+_DAMAGED = ("damaged or corrupt", "bogus", "invalid packet", "bigger than snaplen", "block length", "not a multiple")
 _NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
 _CUT_SHORT = ("cut short", "truncated dump file", "truncated")
 
@@ -71,19 +77,44 @@ class FileSource:
     def for_networks(cls, path: Path, local_networks: list, extra_bpf: str = "", **kw: object) -> FileSource:
         return cls(path, build_filter(local_networks, extra_bpf), build_filter(local_networks, extra_bpf, vlan=False), **kw)  # type: ignore[arg-type]
 
-    def _check_readable(self) -> None:
+    def _check_readable(self) -> bool:
+        """Refuse what is not a capture (exit 2); False for a capture cut inside its header
+        (nothing to read, a warning). tshark alone would open a PNG as "MIME" and 3 bytes
+        as "MP4" and report an empty capture."""
         try:
             with self.path.open("rb") as fh:
-                head = fh.read(4)
+                head = fh.read(_HEADER_MIN)
         except IsADirectoryError:
             raise InputError(f"{self.path}: is a directory, not a capture file") from None
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
         if not head:
             raise InputError(f"{self.path}: empty file, not a capture")
+        magic = head[:4]
+        if len(head) < 4:
+            if any(m.startswith(head) for m in _CAPTURE_MAGICS):
+                self._cut_short()
+                return False
+            raise InputError(f"{self.path}: not a capture file (pcap or pcapng)")
+        if magic in _PCAP_MAGICS or magic == _PCAPNG_MAGIC:
+            if len(head) < (_PCAP_HEADER if magic in _PCAP_MAGICS else _PCAPNG_HEADER) or not self._whole_section_header(head):
+                self._cut_short()
+                return False
+            return True
+        if magic[:2] == b"\x1f\x8b" or magic == b"\x28\xb5\x2f\xfd":
+            return True  # gzip or zstd: tshark reads compressed captures
+        raise InputError(f"{self.path}: not a capture file (pcap or pcapng)")
+
+    def _whole_section_header(self, head: bytes) -> bool:
+        """A pcapng file must hold at least its section header block, as long as it says."""
+        if head[:4] != _PCAPNG_MAGIC:
+            return True
+        order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        return self.path.stat().st_size >= struct.unpack(order + "I", head[4:8])[0]
 
     def packets(self) -> Iterator[Packet]:
-        self._check_readable()
+        if not self._check_readable():
+            return
         tcpdump = shutil.which("tcpdump") if self._use_prefilter else None
         if tcpdump:
             for bpf in (self._bpf, self._bpf_untagged):
@@ -145,8 +176,11 @@ class FileSource:
             proc.stderr.close()
         self.report.packets += rot.stats.packets
         self.report.frames_skipped += rot.stats.non_ip + rot.stats.bad
+        problems = [ln.strip() for ln in err.splitlines() if ln.strip() and not ln.startswith("reading from file")]
         if rot.leftover or any(marker in err for marker in _CUT_SHORT):
             self._cut_short()
+        elif problems:
+            self._damaged(problems[-1].removeprefix("tcpdump: "))
         for line in rot.tshark_errors:
             self.report.warnings.append(f"{self.path}: tshark: {line}")
 
@@ -177,12 +211,18 @@ class FileSource:
             reason = _last_line(err)
             if any(marker in err for marker in _CUT_SHORT):
                 self._cut_short()
+            elif any(marker in err for marker in _DAMAGED):
+                self._damaged(reason.removeprefix("tshark: "))
             elif any(marker in err for marker in _NOT_CAPTURE):
                 raise InputError(f"{self.path}: not a capture file (pcap or pcapng)")
             elif "doesn't support" in err or "unknown" in err.lower():
                 raise InputError(f"{self.path}: capture with a link-layer type tshark cannot read")
             else:
                 raise InputError(f"{self.path}: tshark could not read it: {reason}")
+
+    def _damaged(self, reason: str) -> None:
+        self.report.truncated = True
+        self.report.warnings.append(f"{self.path}: capture damaged ({reason}); analysed up to the damage")
 
     def _cut_short(self) -> None:
         if not self.report.truncated:

@@ -121,13 +121,19 @@ class LiveSource:
             log.warning("capture_interrupted", interface=self.interface, retry_in_seconds=pause)
             if self._on_restart is not None:
                 self._on_restart()
-            while not self._stop.wait(pause):
+            while not self._stop.is_set():
+                waited = 0.0
+                while waited < pause and not self._stop.wait(1.0):
+                    waited += 1.0
+                    yield None  # the flow table keeps expiring flows while the interface is away
+                if self._stop.is_set():
+                    return
                 try:
                     self._proc = self._open()
                     break
                 except EgressError as exc:
-                    log.warning("capture_retry_failed", interface=self.interface, reason=str(exc), retry_in_seconds=pause)
                     pause = min(pause * 2, 30.0)
+                    log.warning("capture_retry_failed", interface=self.interface, reason=str(exc), retry_in_seconds=pause)
             pause = 1.0
 
     def _count_drops(self, stderr: str) -> None:

@@ -19,6 +19,7 @@ import select
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
@@ -60,6 +61,7 @@ class RotatingTshark:
         self.tshark_errors: list[str] = []
         self.rotations = 0
         self.leftover = 0
+        self._last_input = time.monotonic()
 
     # -- writer side -------------------------------------------------------------
     def _new(self) -> subprocess.Popen[bytes]:
@@ -83,6 +85,7 @@ class RotatingTshark:
                 data = read(_READ)
                 if not data:
                     break
+                self._last_input = time.monotonic()
                 buf += data
                 pos = sent = 0
                 while pos + 16 <= len(buf):
@@ -124,7 +127,10 @@ class RotatingTshark:
         while True:
             ready, _, _ = select.select([fd], [], [], self._tick)
             if not ready:
-                yield None
+                # Quiet output is a tick only if the input is quiet too: a tshark that lags
+                # behind (or is starting after a rotation) must not make active flows look idle.
+                if time.monotonic() - self._last_input >= self._tick:
+                    yield None
                 continue
             chunk = os.read(fd, 1 << 16)
             if not chunk:

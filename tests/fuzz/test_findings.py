@@ -1,4 +1,4 @@
-"""Bugs the fuzz corpus found, each reduced to one small input. These fail until fixed.
+"""Bugs the fuzz corpus found, each reduced to one small input: failing until fixed, regression tests after.
 
 SPEC (Exit codes): "a file that is not a capture at all exits 2"; "a capture cut short is
 analysed up to the cut with a warning"; Guarantees: "bad input ... counted, logged".
@@ -110,3 +110,14 @@ def test_outcome_does_not_depend_on_tcpdump_being_installed(tmp_path: Path) -> N
     assert with_tcpdump.returncode == without.returncode, (
         f"exit {with_tcpdump.returncode} with tcpdump, {without.returncode} without: {without.stderr.splitlines()[-1]}"
     )
+
+
+@pytest.mark.parametrize("linktype", [0xFFFF, 2], ids=["linktype-65535", "linktype-2"])
+def test_capture_of_undecodable_link_type_is_not_silent(tmp_path: Path, linktype: int) -> None:
+    """A pcapng whose interface has a link type neither libpcap nor tshark decodes (tshark: "UNKNOWN WTAP_ENCAP") gives a warning or exit 2, as link type 285 does, not a silent exit 0."""
+    seed = _records("street-cctv-vlan20.pcap")
+    path = tmp_path / f"linktype-{linktype}.pcapng"
+    path.write_bytes(b"".join(make_corpus.pcapng_blocks(seed, linktype=linktype)))
+    out = analyze_one(path)
+    assert not out.failure, out.failure
+    assert out.exit == 2 or out.warnings, f"exit 0, no warning: {len(seed.records)} frames skipped, {out.packets} packets analysed"

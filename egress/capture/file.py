@@ -115,6 +115,13 @@ class FileSource:
     def packets(self) -> Iterator[Packet]:
         if not self._check_readable():
             return
+        yield from self._read()
+        if self.report.packets == 0 and self.report.frames_skipped:
+            self.report.warnings.append(
+                f"{self.path}: no IP packet in {self.report.frames_skipped} frames (a link type or protocol egress does not decode)"
+            )
+
+    def _read(self) -> Iterator[Packet]:
         tcpdump = shutil.which("tcpdump") if self._use_prefilter else None
         if tcpdump:
             for bpf in (self._bpf, self._bpf_untagged):

@@ -72,6 +72,7 @@ def analyze_files(
                 for rec in meter.add(pkt):
                     handle(rec)
         except InputError as exc:
+            result.packets += source.report.packets
             result.input_errors.append(str(exc))
             log.error("capture_unreadable", file=str(path), reason=str(exc))
             continue

@@ -183,7 +183,9 @@ class FileSource:
             proc.stderr.close()
         self.report.packets += rot.stats.packets
         self.report.frames_skipped += rot.stats.non_ip + rot.stats.bad
-        problems = [ln.strip() for ln in err.splitlines() if ln.strip() and not ln.startswith("reading from file")]
+        # tcpdump's own errors start "tcpdump:"; other lines ("reading from file", "Warning:
+        # setgid/setuid failed" when it cannot drop privileges it does not have) are not damage
+        problems = [ln.strip() for ln in err.splitlines() if ln.startswith("tcpdump: ")]
         if rot.leftover or any(marker in err for marker in _CUT_SHORT):
             self._cut_short()
         elif problems:

@@ -122,13 +122,18 @@ def _expected_for(records: list) -> set[str]:  # type: ignore[type-arg]
     return {a.event_id for r in records for a in evaluator.evaluate(decode_flow(encode(flow_to_ecs(r)))).alerts}
 
 
+def _published_flows(bootstrap: str, count: int) -> tuple[dict[str, str], set[str]]:
+    """Fresh topics holding `count` alerting flow records on 4 partitions, and their alerts' ids."""
+    env = topics_env(bootstrap)
+    records = [_flow(i) for i in range(count)]
+    asyncio.run(_produce(bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 4, [(r.device_mac.encode(), encode(flow_to_ecs(r))) for r in records]))
+    return env, _expected_for(records)
+
+
 def test_rules_sigkilled_and_restarted(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
     """The only consumer is SIGKILLed mid-stream and started again: it resumes from its
     committed offset and no alert is missing."""
-    env = topics_env(kafka_bootstrap)
-    records = [_flow(i) for i in range(30_000)]
-    expected = _expected_for(records)
-    asyncio.run(_produce(kafka_bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 4, [(r.device_mac.encode(), encode(flow_to_ecs(r))) for r in records]))
+    env, expected = _published_flows(kafka_bootstrap, 30_000)
     first = Rules(env, tmp_path / "a.ndjson")
     rules_procs.append(first)
     deadline = time.monotonic() + 60
@@ -151,10 +156,7 @@ def test_rules_sigkilled_and_restarted(kafka_bootstrap: str, tmp_path: Path, rul
 
 def test_rebalance_while_a_batch_is_in_flight(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
     """A second consumer joins while the first is mid-batch; partitions move, nothing is lost."""
-    env = topics_env(kafka_bootstrap)
-    records = [_flow(i) for i in range(30_000)]
-    expected = _expected_for(records)
-    asyncio.run(_produce(kafka_bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 4, [(r.device_mac.encode(), encode(flow_to_ecs(r))) for r in records]))
+    env, expected = _published_flows(kafka_bootstrap, 30_000)
     first = Rules(env, tmp_path / "a.ndjson")
     rules_procs.append(first)
     deadline = time.monotonic() + 60

@@ -29,7 +29,7 @@ def broker_port() -> int:
     return int(os.environ.get("EGRESS_KAFKA_PORT", "9092"))
 
 
-def run_broker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_broker(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run deploy/kafka/broker from an unrelated cwd, capturing its output."""
     return subprocess.run(
         [str(BROKER), *args],
@@ -39,6 +39,7 @@ def run_broker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[
         timeout=timeout,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 

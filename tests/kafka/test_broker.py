@@ -15,24 +15,15 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.kafka.conftest import run_broker
+
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
-BROKER = REPO / "deploy" / "kafka" / "broker"
 MACS = [f"00:1a:2b:3c:4d:{i:02x}" for i in range(8)]
 
 
 def _broker(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BROKER), *args],
-        cwd="/",
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
+    return run_broker(*args, timeout=timeout, env=env)
 
 
 def _port_of(bootstrap: str) -> str:

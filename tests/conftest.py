@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "reliability-results"
 PCAPS = ROOT / "pcaps"
 POLICY = ROOT / "deploy" / "policy.example.yaml"
 REAL = ROOT.parent / "shared" / "pcaps-real"
@@ -64,3 +65,9 @@ def real_capture(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not here (../shared absent)")
     return path
+
+
+def record_result(name: str, **figures: object) -> None:
+    """Keep what a fault, fuzz or security test measured, for scripts/reliability-report."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"test": name, **figures}, indent=2) + "\n")

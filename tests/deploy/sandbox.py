@@ -2,13 +2,15 @@
 """Run a command under the identity and seccomp part of a systemd unit's sandbox,
 without systemd.
 
-    /usr/bin/python3 tests/deploy/sandbox.py UNIT -- COMMAND...
+    /usr/bin/python3 tests/deploy/sandbox.py UNIT [--exact-caps] -- COMMAND...
 
 Started as root, it first becomes an unprivileged user (nobody: the unit's
 User= need not exist here) holding only the unit's AmbientCapabilities= (and
-CapabilityBoundingSet=), with setpriv, plus CAP_DAC_READ_SEARCH: nobody must
-reach the test's Python and files (a venv may live under /root), and that
-capability changes no code path (tshark and dumpcap look at uids and gids). Then it applies what the unit's
+CapabilityBoundingSet=), with setpriv, plus CAP_DAC_READ_SEARCH unless
+--exact-caps: nobody must reach the test's Python and files (a venv may live
+under /root), and that capability changes no code path (tshark and dumpcap look
+at uids and gids). With --exact-caps the caller has put everything COMMAND
+reads where nobody can read it. Then it applies what the unit's
 SystemCallFilter=, SystemCallErrorNumber=, RestrictAddressFamilies= and
 MemoryDenyWriteExecute= would, the way systemd 252 builds them (an allow list that always holds @default, denied calls failing with
 the errno; socket() of another family failing with EAFNOSUPPORT; W+X mappings
@@ -127,11 +129,12 @@ def caps(value: str) -> str:
     return ",".join(["-all"] + [f"+{c.lower().removeprefix('cap_')}" for c in value.split()])
 
 
-def drop_to_user(unit: str, argv: list[str]) -> None:
+def drop_to_user(unit: str, exact: bool, argv: list[str]) -> None:
     """As root: re-exec this script as nobody with the unit's capabilities only."""
     keys = dict(directives(unit))
-    ambient = caps(keys.get("AmbientCapabilities", "") + " CAP_DAC_READ_SEARCH")
-    bounding = caps(keys.get("CapabilityBoundingSet", "") + " CAP_DAC_READ_SEARCH")
+    extra = "" if exact else " CAP_DAC_READ_SEARCH"
+    ambient = caps(keys.get("AmbientCapabilities", "") + extra)
+    bounding = caps(keys.get("CapabilityBoundingSet", "") + extra)
     nobody = "65534"
     os.execvp("setpriv", [
         "setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
@@ -141,12 +144,16 @@ def drop_to_user(unit: str, argv: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) < 4 or argv[2] != "--":
+    options = argv[2 : argv.index("--")] if "--" in argv else None
+    if len(argv) < 4 or options is None or set(options) - {"--exact-caps"}:
+        raise SystemExit(__doc__)
+    command = argv[argv.index("--") + 1 :]
+    if not command:
         raise SystemExit(__doc__)
     if os.geteuid() == 0:
-        drop_to_user(argv[1], argv)
+        drop_to_user(argv[1], "--exact-caps" in options, argv)
     apply(argv[1])
-    os.execvp(argv[3], argv[3:])
+    os.execvp(command[0], command)
 
 
 if __name__ == "__main__":

@@ -19,19 +19,12 @@ import pytest
 from egress.codec import decode_flow, encode, flow_to_ecs
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import default_policy
-from tests.conftest import PCAPS, POLICY, ROOT, ndjson, run_egress
+from tests.conftest import PCAPS, POLICY, ndjson, record_result, run_egress
 from tests.kafka.conftest import run_broker
 from tests.kafka.test_streaming import Rules, _flow, _produce, topics_env
 
 pytestmark = pytest.mark.kafka
-RESULTS = ROOT / "reliability-results"
 SAMPLES = [PCAPS / "street-cctv-vlan20.pcap", PCAPS / "building-cctv-ipv6.pcapng", PCAPS / "trunk-qinq-mixed.pcap"]
-
-
-def record(name: str, **figures: object) -> None:
-    """Keep what a fault test measured, for the reliability report."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"test": name, **figures}, indent=2))
 
 
 def _geo(geoip: dict[str, Path]) -> list[str | Path]:
@@ -88,7 +81,7 @@ def test_broker_down_for_60s_mid_stream(kafka_bootstrap: str, geoip: dict[str, P
     assert rules.proc.poll() is None, "the consumer survived the outage"
     assert got >= expected
     assert rules.stop() == 0
-    record("broker_down_60s", fault="broker stopped mid-stream", outage_seconds=round(outage, 1), expected=len(expected),
+    record_result("broker_down_60s", fault="broker stopped mid-stream", outage_seconds=round(outage, 1), expected=len(expected),
            received=len(got), lost=len(expected - got), crashes=0)  # fmt: skip
 
 
@@ -113,7 +106,7 @@ def test_agent_sigkilled_mid_spool_and_restarted(kafka_bootstrap: str, geoip: di
     got = {a["event"]["id"] for a in rules.wait_for(len(expected))}
     assert got >= expected
     assert rules.stop() == 0
-    record("agent_sigkill_mid_spool", fault="agent SIGKILL with records spooled, restarted", spooled_bytes=spooled,
+    record_result("agent_sigkill_mid_spool", fault="agent SIGKILL with records spooled, restarted", spooled_bytes=spooled,
            expected=len(expected), received=len(got), lost=len(expected - got), crashes=0)  # fmt: skip
 
 
@@ -150,7 +143,7 @@ def test_rules_sigkilled_and_restarted(kafka_bootstrap: str, tmp_path: Path, rul
     assert got >= expected
     duplicates = len(first.alerts()) + len(second.alerts()) - len(got)
     assert second.stop() == 0
-    record("rules_sigkill_restart", fault="rules consumer SIGKILL mid-stream, restarted", expected=len(expected),
+    record_result("rules_sigkill_restart", fault="rules consumer SIGKILL mid-stream, restarted", expected=len(expected),
            received=len(got), duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
 
 
@@ -175,7 +168,7 @@ def test_rebalance_while_a_batch_is_in_flight(kafka_bootstrap: str, tmp_path: Pa
     assert second.alerts(), "the newcomer took partitions"
     assert first.stop() == 0 and second.stop() == 0
     duplicates = len(first.alerts()) + len(second.alerts()) - len(got)
-    record("rebalance_in_flight", fault="consumer joins mid-batch (rebalance)", expected=len(expected), received=len(got),
+    record_result("rebalance_in_flight", fault="consumer joins mid-batch (rebalance)", expected=len(expected), received=len(got),
            duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
 
 
@@ -214,7 +207,7 @@ def test_spool_drain_throughput(kafka_bootstrap: str, tmp_path: Path) -> None:
 
     elapsed = asyncio.run(drain())
     assert len(spool) == 0
-    record("spool_drain", fault="none (drain after outage)", records=len(records), seconds=round(elapsed, 2),
+    record_result("spool_drain", fault="none (drain after outage)", records=len(records), seconds=round(elapsed, 2),
            records_per_second=round(len(records) / elapsed), lost=0, crashes=0)  # fmt: skip
 
 
@@ -269,5 +262,5 @@ def test_a_thousand_garbage_messages_are_dead_lettered_and_counted(kafka_bootstr
     dead = asyncio.run(_read_topic(kafka_bootstrap, env["EGRESS_KAFKA__DEAD_LETTER_TOPIC"], len(garbage), timeout=60))
     assert len(dead) == len(garbage) and all("reason" in h for _, _, h in dead)
     assert rules.proc.poll() is None and rules.stop() == 0
-    record("garbage_messages", fault="1,000 undecodable Kafka messages among 50 good ones", expected=len(expected),
+    record_result("garbage_messages", fault="1,000 undecodable Kafka messages among 50 good ones", expected=len(expected),
            received=len(got), dead_lettered=len(dead), counted=int(count), lost=len(expected - got), crashes=0)  # fmt: skip

@@ -34,10 +34,9 @@ from egress.policy.evaluate import Evaluator
 from egress.policy.schema import default_policy
 from egress.services.analyze import analyze_files
 from egress.sinks.report import Report
-from tests.conftest import ROOT
+from tests.conftest import record_result
 from tests.fuzz import make_corpus
 
-RESULTS = ROOT / "reliability-results"
 COUNT = 1000  # in-process inputs; the acceptance floor
 WORKERS = 2
 PER_FILE_LIMIT = 30.0  # seconds one file may take in-process
@@ -183,7 +182,6 @@ def in_process(corpus: list[Path]) -> dict[Path, Outcome]:
         by_kind[o.kind]["warning"] += bool(o.warnings)
     slowest = sorted(outcomes, key=lambda o: -o.seconds)[:10]
     summary = {
-        "test": "fuzz",
         "inputs": len(outcomes),
         "seeds": len(make_corpus.seeds()),
         "workers": WORKERS,
@@ -205,8 +203,7 @@ def in_process(corpus: list[Path]) -> dict[Path, Outcome]:
         "errors_by_reason": dict(Counter(_reason(e) for o in outcomes for e in o.errors).most_common()),
         "failures": [{"file": o.path.name, "failure": o.failure[-3000:]} for o in outcomes if o.failure][:50],
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fuzz.json").write_text(json.dumps(summary, indent=2) + "\n")
+    record_result("fuzz", **summary)
     return {o.path: o for o in outcomes}
 
 
@@ -305,10 +302,6 @@ def test_cli_exit_codes_and_output_on_damaged_captures(corpus: list[Path], in_pr
         expected = in_process[path].exit
         if expected is not None and proc.returncode != expected:
             problems.append(f"{path.name}: exit {proc.returncode} on the command line, {expected} in-process")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fuzz-cli.json").write_text(json.dumps({
-        "test": "fuzz-cli", "inputs": len(runs), **codes, "problems": len(problems),
-        "wall_seconds": round(time.monotonic() - t0, 1),
-        "slowest_seconds": round(max(s for _, _, s in runs), 3),
-    }, indent=2) + "\n")  # fmt: skip
+    record_result("fuzz-cli", inputs=len(runs), **codes, problems=len(problems),
+                  wall_seconds=round(time.monotonic() - t0, 1), slowest_seconds=round(max(s for _, _, s in runs), 3))  # fmt: skip
     assert not problems, "\n".join(problems)

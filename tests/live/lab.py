@@ -276,16 +276,18 @@ class Egress:
     """`egress run --interface IF...` inside a namespace, JSON logs to a file."""
 
     def __init__(self, lab: Lab, ns: Netns, interfaces: Sequence[str], geoip: dict[str, Path], *,
-                 idle_timeout: str = "3s", extra_env: dict[str, str] | None = None, extra_args: Sequence[str] = ()) -> None:  # fmt: skip
+                 idle_timeout: str = "3s", extra_env: dict[str, str] | None = None, extra_args: Sequence[str] = (),
+                 command: Sequence[str | Path] = (EGRESS,), alerts_dir: Path | None = None, policy: Path = POLICY) -> None:  # fmt: skip
+        """`command` runs egress (a wrapper may come first); `alerts_dir` must be writable by the user egress runs as."""
         self.ns = ns
-        self.alerts_path = lab.workdir / f"alerts-{lab.tag}-{ns.name}.ndjson"
+        self.alerts_path = (alerts_dir or lab.workdir) / f"alerts-{lab.tag}-{ns.name}.ndjson"
         self.log_path = lab.workdir / f"egress-{lab.tag}-{ns.name}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("EGRESS_")}
         env.update({"EGRESS_FLOWS__IDLE_TIMEOUT": idle_timeout, "EGRESS_METRICS__LISTEN": "127.0.0.1:0"}, **(extra_env or {}))
-        argv: list[str | Path] = [EGRESS, "run"]
+        argv: list[str | Path] = [*command, "run"]
         for interface in interfaces:
             argv += ["--interface", interface]
-        argv += ["--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"],
+        argv += ["--policy", policy, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"],
                  "--log-format", "json", "--alerts-out", self.alerts_path, *extra_args]  # fmt: skip
         self._log = self.log_path.open("wb")
         self.proc = lab.start(ns, argv, env=env, stderr=self._log, stdout=subprocess.DEVNULL)

@@ -6,7 +6,9 @@ and writes pcap to a pipe that `RotatingTshark` dissects. Every second without a
 packet yields None, a tick that lets the flow table expire idle flows on a quiet
 link. If the interface vanishes, dumpcap exits: that is logged and counted, and the
 capture is retried with a growing pause, while the flow table keeps its flows.
-Every child gets SIGKILL if the agent dies, so none outlives it.
+Kernel drops are read every second from dumpcap's packet socket (kernelstats.py),
+the rest from dumpcap's figures when it ends. Every child gets SIGKILL if the agent
+dies, so none outlives it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 
+from egress.capture.kernelstats import KernelDrops
 from egress.capture.process import spawn
 from egress.capture.rotation import RotatingTshark
 from egress.capture.tshark import tshark_argv, tshark_path
@@ -65,6 +68,8 @@ class LiveSource:
         self._on_restart = on_restart
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watch: _DropWatch | None = None
+        self._drops_lock = threading.Lock()
         self.dropped = 0
 
     def argv(self) -> list[str]:
@@ -83,6 +88,7 @@ class LiveSource:
                 proc.kill()
             proc.wait()
             raise _start_error(self.interface, proc.stderr.read().decode("utf-8", "replace"))
+        self._watch = _DropWatch(proc.pid, self.interface, self._count)
         return proc
 
     def stop(self) -> None:
@@ -112,6 +118,9 @@ class LiveSource:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                if self._watch is not None:
+                    self._watch.stop()
+                    self._watch = None
                 self._count_drops(proc.stderr.read().decode("utf-8", "replace"))
                 proc.stdout.close()
                 proc.stderr.close()
@@ -137,12 +146,44 @@ class LiveSource:
             pause = 1.0
 
     def _count_drops(self, stderr: str) -> None:
+        """What dumpcap reports at its end: the drops since the last read of its socket."""
         m = _DROPS.search(stderr)
         if m:
-            dropped = int(m.group(2))
-            if dropped and self._on_drops is not None:
-                self._on_drops(dropped)
+            self._count(int(m.group(2)))
+
+    def _count(self, dropped: int) -> None:
+        if not dropped:
+            return
+        with self._drops_lock:
             self.dropped += dropped
+        if self._on_drops is not None:
+            self._on_drops(dropped)
+
+
+class _DropWatch:
+    """Reads a running dumpcap's kernel drops every second (nothing where the system refuses)."""
+
+    def __init__(self, pid: int, interface: str, count: Callable[[int], None]) -> None:
+        self._drops = KernelDrops.attach(pid, interface)
+        self._count = count
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._drops is not None:
+            self._thread = threading.Thread(target=self._run, name=f"drops-{interface}", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._drops is not None
+        while not self._done.wait(1.0):
+            self._count(self._drops.take())
+
+    def stop(self) -> None:
+        """After dumpcap has ended: no last read, its own end figures hold the remainder."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._drops is not None:
+            self._drops.close()
 
 
 def _start_error(interface: str, stderr: str) -> EgressError:

@@ -51,7 +51,6 @@ def _flood_capture(path: Path, frames: int = 1000) -> None:
     ])  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="open (issue 4): drops are read from dumpcap's exit statistics only; a periodic source is still to do")
 def test_kernel_drops_are_counted_while_capturing(lab: Lab, geoip: dict[str, Path], tmp_path: Path) -> None:
     """While the capture runs, every packet sent on the link is either captured or counted in egress_packets_dropped_total."""
     tcpreplay = shutil.which("tcpreplay")

@@ -134,6 +134,7 @@ def test_agent_captures_live_as_nobody_with_only_net_raw_and_net_admin(lab: Lab,
     metrics = agent.metrics()
     assert metrics[f'egress_packets_captured_total{{interface="{site.trunk}"}}'] > 0
     assert "permission" not in agent.log_text().lower()
+    assert "drops_only_at_capture_end" not in agent.log_text(), "kernel drops are not read while capturing"
 
     rc, took = agent.terminate(timeout=10)
     assert rc == 0 and took < 10, f"exit {rc} after {took:.1f}s\n{agent.log_text()}"

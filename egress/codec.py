@@ -229,8 +229,9 @@ def _check_types(rec: FlowRecord) -> None:
         and (rec.device_mac is None or rec.device_mac.__class__ is str)
         and (rec.device_ip is None or rec.device_ip.__class__ is str)
         and (rec.destination_domain is None or rec.destination_domain.__class__ is str)
-        and all(d.__class__ is str for d in rec.destination_domains)
     )  # fmt: skip
+    for domain in rec.destination_domains:
+        ok = ok and domain.__class__ is str
     if not ok:
         raise DecodeError("not a flow record: a field has the wrong type")
 

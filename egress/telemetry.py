@@ -66,13 +66,13 @@ class RulesMetrics:
         self._device_labels: dict[str, tuple[str, str, str, str]] = {}
         self._evaluated: dict[tuple[str, str, str], Any] = {}
 
-    def evaluated(self, site: str, group: str, verdict: str) -> None:
+    def evaluated(self, site: str, group: str, verdict: str, n: int = 1) -> None:
         """flows_evaluated with its children cached: `labels()` costs more than `inc()`."""
         key = (site, group, verdict)
         child = self._evaluated.get(key)
         if child is None:
             child = self._evaluated[key] = self.flows_evaluated.labels(*key)
-        child.inc()
+        child.inc(n)
 
     def device_seen(self, device: str, labels: tuple[str, str, str, str]) -> None:
         """Count each device once, under its latest labels."""

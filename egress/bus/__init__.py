@@ -1,17 +1,20 @@
 """Transports between the agent and rules stages: Kafka, or an in-process bus.
 
 Both have the same shape: a Publisher sends keyed messages to a topic and `flush()`
-returns once every message sent so far is delivered; a Subscriber yields batches
-and `commit(batch)` records that a batch is done (a no-op in memory).
+returns once every message sent so far is delivered; a Subscriber yields batches of
+records and `commit(batch)` records that a batch is done (a no-op in memory). A
+consumed record is anything with a Message's attributes: the Kafka subscriber hands
+on aiokafka's own records, as building one object per record costs the rules
+consumer throughput.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Message", "Publisher", "Subscriber", "SCHEMA_HEADER"]
+__all__ = ["Message", "Publisher", "Record", "Subscriber", "SCHEMA_HEADER", "header"]
 
 SCHEMA_HEADER = "schema-version"
 
@@ -28,10 +31,32 @@ class Message:
     offset: int = 0
 
     def header(self, name: str) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
+        return header(self, name)
+
+
+class Record(Protocol):
+    """A consumed record, read-only (a Message, or aiokafka's ConsumerRecord)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+def header(record: Record, name: str) -> bytes | None:
+    """The first header called `name`, or None."""
+    for key, value in record.headers:
+        if key == name:
+            return value
+    return None
 
 
 class Publisher(Protocol):
@@ -43,6 +68,6 @@ class Publisher(Protocol):
 
 class Subscriber(Protocol):
     async def start(self) -> None: ...
-    def batches(self) -> AsyncIterator[list[Message]]: ...
-    async def commit(self, batch: list[Message]) -> None: ...
+    def batches(self) -> AsyncIterator[Sequence[Record]]: ...
+    async def commit(self, batch: Sequence[Record]) -> None: ...
     async def stop(self) -> None: ...

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
-from egress.bus import Message
+from egress.bus import Message, Record
 from egress.config import KafkaConfig
 from egress.errors import DependencyMissing, UsageError
 
@@ -184,27 +184,23 @@ class KafkaSubscriber:
     def request_stop(self) -> None:
         self._stopping = True
 
-    async def batches(self) -> AsyncIterator[list[Message]]:
+    async def batches(self) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
         while not self._stopping:
             data = await self._consumer.getmany(timeout_ms=500, max_records=self._max)
-            batch = [
-                Message(r.key, r.value if r.value is not None else b"", tuple(r.headers or ()), r.topic, r.partition, r.offset)
-                for records in data.values()
-                for r in records
-            ]
             if self._on_lag is not None:
                 for tp, records in data.items():
                     high = self._consumer.highwater(tp)
                     if high is not None and records:
                         self._on_lag(tp.topic, tp.partition, max(0, high - records[-1].offset - 1))
+            batch = [r for records in data.values() for r in records]
             if batch:
                 yield batch
 
-    async def commit(self, batch: list[Message]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for m in batch:
-            tp = TopicPartition(m.topic, m.partition)
-            offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+    async def commit(self, batch: Sequence[Record]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in batch:
+            last[r.topic, r.partition] = r.offset  # in order within a partition
+        offsets = {TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()}
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:

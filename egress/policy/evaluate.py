@@ -24,7 +24,7 @@ UNASSIGNED = "unassigned"  # the implicit empty group of devices that match no g
 _IMPLICIT = Group(name=UNASSIGNED)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per flow, and a frozen init costs twice as much
 class Verdict:
     """What the policy said about one flow; `verdict` is a bounded metric label."""
 

@@ -23,11 +23,9 @@ is still for 3 scrapes) and the flows have left on the idle timeout; then read:
   expected   packets the built-in filter passes, once per replay (from the offline run)
   captured   egress_packets_captured_total{interface}
   drops      lost = expected - captured; egress_packets_dropped_total (from /metrics,
-             before exit); kernel TX drops of the sending veth and RX drops of the
-             capturing veth (`ip -s link`). Drops in dumpcap's ring are counted only
-             in the socket's PACKET_STATISTICS, which dumpcap reads and prints when it
-             exits (not `ss`'s skmem d), into egress's pipe; egress does not log them,
-             so `lost` is the measure of ring drops here.
+             before exit: the ring drops egress reads every second from dumpcap's
+             socket, PACKET_STATISTICS); kernel TX drops of the sending veth and RX
+             drops of the capturing veth (`ip -s link`).
   flows      egress_flows_exported_total and the egress verdicts (denied+allowed+
              unexpected) vs `egress analyze --flows-out` of the same file: all flows
              and flows with direction outbound (a non-local responder)

@@ -71,42 +71,52 @@ class RotatingTshark:
         return proc
 
     def _write(self) -> None:
+        """Split the stream at record boundaries into the tsharks' stdins.
+
+        Reads go into one reused buffer (readinto): a fresh bytes object of a varying
+        size per read fragmented the heap of a 24/7 capture until its RSS crept up."""
         try:
-            read = getattr(self._stream, "read1", self._stream.read)
             head = self._stream.read(24)
             if len(head) < 24 or head[:4] not in PCAP_MAGICS:
                 raise InputError(f"{self._name}: the capture stream does not start with a pcap header")
             rec = struct.Struct(PCAP_MAGICS[head[:4]] + "IIII")
+            readinto = getattr(self._stream, "readinto1", None) or self._stream.readinto  # type: ignore[attr-defined]
             proc = self._new()
             proc.stdin.write(head)  # type: ignore[union-attr]
-            buf = bytearray()
-            in_chunk = 0
+            buf = bytearray(_READ)
+            view = memoryview(buf)
+            filled = in_chunk = 0
             while not self._stop.is_set():
-                data = read(_READ)
-                if not data:
+                if filled == len(buf):  # one record larger than the buffer: make room once
+                    view.release()
+                    buf.extend(bytes(len(buf)))
+                    view = memoryview(buf)
+                got = readinto(view[filled:])
+                if not got:
                     break
                 self._last_input = time.monotonic()
-                buf += data
+                filled += got
                 pos = sent = 0
-                while pos + 16 <= len(buf):
+                while pos + 16 <= filled:
                     nxt = pos + 16 + rec.unpack_from(buf, pos)[2]
-                    if nxt > len(buf):
+                    if nxt > filled:
                         break
                     pos = nxt
                     in_chunk += 1
                     self.records += 1
                     if in_chunk >= self._chunk:
-                        proc.stdin.write(buf[sent:pos])  # type: ignore[union-attr]
+                        proc.stdin.write(view[sent:pos])  # type: ignore[union-attr]
                         proc.stdin.close()  # type: ignore[union-attr]
                         self.rotations += 1
                         proc = self._new()
                         proc.stdin.write(head)  # type: ignore[union-attr]
                         sent, in_chunk = pos, 0
-                proc.stdin.write(buf[sent:pos])  # type: ignore[union-attr]
+                proc.stdin.write(view[sent:pos])  # type: ignore[union-attr]
                 proc.stdin.flush()  # type: ignore[union-attr]
-                del buf[:pos]
-            # whatever is left in buf is a record cut short: tshark never sees half a packet
-            self.leftover = len(buf)
+                view[: filled - pos] = view[pos:filled]  # the record cut by this read, to the front
+                filled -= pos
+            # whatever is left is a record cut short: tshark never sees half a packet
+            self.leftover = filled
             proc.stdin.close()  # type: ignore[union-attr]
         except BrokenPipeError:
             pass  # a tshark died; its stderr says why
@@ -159,6 +169,7 @@ class RotatingTshark:
                         yield pkt
                 proc.wait()
                 errors = self._collect_stderr(proc)
+                self._forget(proc)
                 if proc.returncode != 0 and lines == 0:
                     # tshark never got going (missing library, sandbox, bad preference): that is
                     # not a quiet network, and it must not look like one
@@ -176,6 +187,15 @@ class RotatingTshark:
         lines = [ln.strip() for ln in proc.stderr.read().decode("utf-8", "replace").splitlines() if ln.strip() and "Running as user" not in ln]
         self.tshark_errors += lines
         return lines
+
+    def _forget(self, proc: subprocess.Popen[bytes]) -> None:
+        """A tshark read to its end: its output pipes closed, and no longer tracked once
+        the writer has closed its input (a live capture rotates for ever)."""
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        if proc.stdin is None or proc.stdin.closed:
+            self._alive.remove(proc)
 
     def close(self) -> None:
         """Stop feeding and leave no tshark behind."""

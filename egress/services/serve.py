@@ -26,7 +26,7 @@ from egress.flows.meter import FlowMeter
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
-from egress.runtime import SystemdNotifier, on_signals, spawn
+from egress.runtime import SystemdNotifier, on_signals, spawn, trim_memory
 from egress.bus import Publisher
 from egress.bus.spool import Spool
 from egress.services.agent import CapturePump, SpoolDrainer, publish_loop, spool_loop
@@ -120,6 +120,7 @@ def _ready() -> SystemdNotifier:
     notifier = SystemdNotifier()
     notifier.notify("READY=1")
     spawn(notifier.watchdog(), "egress-watchdog")
+    spawn(trim_memory(), "egress-trim-memory")
     return notifier
 
 

@@ -74,6 +74,16 @@ class RulesMetrics:
             child = self._evaluated[key] = self.flows_evaluated.labels(*key)
         child.inc(n)
 
+    def lag(self, topic: str, partition: int, records: int | None) -> None:
+        """egress_consumer_lag_records of one partition; None removes it (reassigned)."""
+        if records is None:
+            try:
+                self.consumer_lag.remove(topic, str(partition))
+            except KeyError:
+                pass
+        else:
+            self.consumer_lag.labels(topic, str(partition)).set(records)
+
     def device_seen(self, device: str, labels: tuple[str, str, str, str]) -> None:
         """Count each device once, under its latest labels."""
         old = self._device_labels.get(device)

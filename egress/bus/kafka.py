@@ -159,8 +159,11 @@ class KafkaSubscriber:
     """Batches of the flows topic for one member of the consumer group."""
 
     def __init__(self, cfg: KafkaConfig, topic: str, max_records: int = 2000, on_lag: Any = None) -> None:
+        """`on_lag(topic, partition, records)` after each fetch, `records` None once the
+        partition has moved to another member of the group."""
         self._cfg = cfg
         self._on_lag = on_lag
+        self._lag_reported: set[TopicPartition] = set()
         self._consumer = AIOKafkaConsumer(
             topic,
             **client_options(cfg),
@@ -188,13 +191,21 @@ class KafkaSubscriber:
         while not self._stopping:
             data = await self._consumer.getmany(timeout_ms=500, max_records=self._max)
             if self._on_lag is not None:
-                for tp, records in data.items():
-                    high = self._consumer.highwater(tp)
-                    if high is not None and records:
-                        self._on_lag(tp.topic, tp.partition, max(0, high - records[-1].offset - 1))
+                self._report_lag(data)
             batch = [r for records in data.values() for r in records]
             if batch:
                 yield batch
+
+    def _report_lag(self, data: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        for tp, records in data.items():
+            high = self._consumer.highwater(tp)
+            if high is not None and records:
+                self._on_lag(tp.topic, tp.partition, max(0, high - records[-1].offset - 1))
+                self._lag_reported.add(tp)
+        gone = self._lag_reported - self._consumer.assignment()
+        for tp in gone:  # another member reads it now: its lag is no longer ours to report
+            self._on_lag(tp.topic, tp.partition, None)
+        self._lag_reported -= gone
 
     async def commit(self, batch: Sequence[Record]) -> None:
         last: dict[tuple[str, int], int] = {}

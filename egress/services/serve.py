@@ -210,7 +210,7 @@ async def rules_main(config: Config, evaluator: Evaluator, policy_path: Path | N
     _metrics_endpoint(config)
     await ensure_topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic])
     publisher = KafkaPublisher(kafka)
-    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=lambda topic, part, lag: metrics.consumer_lag.labels(topic, str(part)).set(lag))
+    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag)
     await publisher.start()
     sinks = [NdjsonSink(alerts_out)] if alerts_out is not None else []
     try:

@@ -56,7 +56,8 @@ def test_alert_rules_are_valid() -> None:
     """promtool check rules (with its linter) accepts egress-alerts.yml."""
     proc = promtool("check", "rules", RULES)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 10 rules found" in proc.stdout
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    assert f"SUCCESS: {len(rules)} rules found" in proc.stdout  # none skipped
 
 
 def test_alert_rule_unit_tests_pass() -> None:

@@ -10,6 +10,7 @@ logged, not fatal: the new owner re-reads from the last commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -58,13 +59,56 @@ def client_options(cfg: KafkaConfig) -> dict[str, Any]:
     return opts
 
 
+class _ConnectErrors(logging.Handler):
+    """The last error aiokafka logs while connecting: it raises only "Unable to bootstrap",
+    and the reason (refused, TLS, SASL) is in its log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.cause: str | None = None
+        self._logger = logging.getLogger("aiokafka")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.cause = f"{type(exc).__name__}: {exc}" if exc is not None else record.getMessage()
+
+    def __enter__(self) -> _ConnectErrors:
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._logger.removeHandler(self)
+
+
+def _start_error(cfg: KafkaConfig, exc: BaseException, cause: str | None) -> DependencyMissing:
+    """One line that says why Kafka could not be used at start (exit 3)."""
+    where = ",".join(cfg.bootstrap_servers)
+    reason = " ".join((cause or f"{type(exc).__name__}: {exc}").split())[:300]
+    if "SaslAuthenticationFailed" in reason or "Authentication failed" in reason:
+        return DependencyMissing(f"Kafka authentication failed at {where} (kafka.sasl_username, password): {reason}")
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        return DependencyMissing(f"Kafka TLS: the broker's certificate is not trusted at {where} (kafka.ssl_cafile): {reason}")
+    return DependencyMissing(f"Kafka unreachable at {where}: {reason}")
+
+
+async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, cfg: KafkaConfig) -> None:
+    """Start a client, or stop it again and raise why it could not start (exit 3)."""
+    with _ConnectErrors() as seen:
+        try:
+            await client.start()
+        except KafkaConnectionError as exc:
+            await client.stop()
+            raise _start_error(cfg, exc, seen.cause) from None
+
+
 async def ensure_topics(cfg: KafkaConfig, topics: list[str]) -> None:
     """Create missing topics with the configured partitions; existing ones are left as they are."""
     admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=10_000)
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        raise DependencyMissing(f"Kafka unreachable at {','.join(cfg.bootstrap_servers)}: {exc}") from None
+    with _ConnectErrors() as seen:
+        try:
+            await admin.start()
+        except KafkaError as exc:
+            raise _start_error(cfg, exc, seen.cause) from None
     try:
         new = [NewTopic(t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor) for t in topics]
         try:
@@ -125,11 +169,7 @@ class KafkaPublisher:
         self._on_error = on_error
 
     async def start(self) -> None:
-        try:
-            await self._producer.start()
-        except KafkaConnectionError as exc:
-            await self._producer.stop()
-            raise DependencyMissing(f"Kafka unreachable at {','.join(self._cfg.bootstrap_servers)}: {exc}") from None
+        await _start(self._producer, self._cfg)
 
     async def send(self, topic: str, message: Message) -> None:
         fut = await self._producer.send(topic, message.value, key=message.key, headers=list(message.headers))
@@ -178,11 +218,7 @@ class KafkaSubscriber:
         self._stopping = False
 
     async def start(self) -> None:
-        try:
-            await self._consumer.start()
-        except KafkaConnectionError as exc:
-            await self._consumer.stop()
-            raise DependencyMissing(f"Kafka unreachable at {','.join(self._cfg.bootstrap_servers)}: {exc}") from None
+        await _start(self._consumer, self._cfg)
 
     def request_stop(self) -> None:
         self._stopping = True

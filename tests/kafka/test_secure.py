@@ -162,6 +162,7 @@ def test_wrong_password_exits_3_without_showing_it(secure_broker: SecureBroker) 
     assert len(errors) == 1 and "Kafka" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert "SaslAuthenticationFailed" in proc.stderr or "invalid credentials" in proc.stderr, proc.stderr  # failed for the right reason
+    assert "authentication failed" in errors[0] and "unreachable" not in errors[0], errors[0]  # and says so
     output = proc.stdout + proc.stderr
     assert wrong not in output and secure_broker.material.password not in output
 
@@ -178,6 +179,7 @@ def test_a_client_that_does_not_trust_the_broker_ca_is_refused(trust: str, secur
     assert len(errors) == 1 and "Kafka" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in proc.stderr, proc.stderr
+    assert "certificate is not trusted" in errors[0] and "kafka.ssl_cafile" in errors[0], errors[0]
     assert secure_broker.material.password not in proc.stdout + proc.stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -229,7 +230,8 @@ class _Progress:
     def __init__(self, files: Sequence[Path]) -> None:
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-        total = sum(p.stat().st_size for p in files if p.exists())
+        sizes = [p.stat() for p in files if p.exists()]
+        total = sum(st.st_size for st in sizes) if all(stat.S_ISREG(st.st_mode) for st in sizes) else None  # a pipe: no end known
         self._bar = Progress(
             "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
             console=__import__("rich.console").console.Console(file=sys.stderr), transient=True,

@@ -10,13 +10,16 @@ flow table applies the filter's rule again.
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import struct
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
@@ -35,6 +38,7 @@ _PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b
 _PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 _CAPTURE_MAGICS = (*_PCAP_MAGICS, _PCAPNG_MAGIC)
 _PCAP_HEADER, _PCAPNG_HEADER, _HEADER_MIN = 24, 28, 28
+_ETHERNET = 1
 _DAMAGED = ("damaged or corrupt", "bogus", "invalid packet", "bigger than snaplen", "block length", "not a multiple")
 _NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
 _CUT_SHORT = ("cut short", "truncated dump file", "truncated")
@@ -72,22 +76,40 @@ class FileSource:
         self._chunk = chunk_packets
         self._progress = progress
         self.report = FileReport(path)
+        self._pipe = False
+        self._stream: BinaryIO | None = None  # a pipe, open from the check to the end
+        self._head = b""
+        self._prefilter_error = ""
 
     @classmethod
     def for_networks(cls, path: Path, local_networks: list, extra_bpf: str = "", **kw: object) -> FileSource:
         return cls(path, build_filter(local_networks, extra_bpf), build_filter(local_networks, extra_bpf, vlan=False), **kw)  # type: ignore[arg-type]
 
-    def _check_readable(self) -> bool:
-        """Refuse what is not a capture (exit 2); False for a capture cut inside its header
-        (nothing to read, a warning). tshark alone would open a PNG as "MIME" and 3 bytes
-        as "MP4" and report an empty capture."""
+    def _open(self) -> bytes:
+        """Open the file and read its first bytes. A pipe (`<(…)`, /dev/stdin, a FIFO) is
+        opened once and read once: its head is kept, to be fed first."""
         try:
-            with self.path.open("rb") as fh:
-                head = fh.read(_HEADER_MIN)
+            fh = self.path.open("rb")
         except IsADirectoryError:
             raise InputError(f"{self.path}: is a directory, not a capture file") from None
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
+        try:
+            self._pipe = not stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+            head = fh.read(_HEADER_MIN)
+        except OSError as exc:
+            fh.close()
+            raise InputError(f"{self.path}: cannot read: {exc.strerror}") from None
+        if self._pipe:
+            self._stream = fh
+        else:
+            fh.close()
+        return head
+
+    def _check_readable(self, head: bytes) -> bool:
+        """Refuse what is not a capture (exit 2); False for a capture cut inside its header
+        (nothing to read, a warning). tshark alone would open a PNG as "MIME" and 3 bytes
+        as "MP4" and report an empty capture."""
         if not head:
             raise InputError(f"{self.path}: empty file, not a capture")
         magic = head[:4]
@@ -107,15 +129,20 @@ class FileSource:
 
     def _whole_section_header(self, head: bytes) -> bool:
         """A pcapng file must hold at least its section header block, as long as it says."""
-        if head[:4] != _PCAPNG_MAGIC:
-            return True
+        if head[:4] != _PCAPNG_MAGIC or self._pipe:
+            return True  # a pipe's length is known only at its end
         order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
         return self.path.stat().st_size >= struct.unpack(order + "I", head[4:8])[0]
 
     def packets(self) -> Iterator[Packet]:
-        if not self._check_readable():
-            return
-        yield from self._read()
+        self._head = self._open()
+        try:
+            if not self._check_readable(self._head):
+                return
+            yield from self._read()
+        finally:
+            if self._stream is not None:
+                self._stream.close()
         if self.report.packets == 0 and self.report.frames_skipped:
             self.report.warnings.append(
                 f"{self.path}: no IP packet in {self.report.frames_skipped} frames (a link type or protocol egress does not decode)"
@@ -123,6 +150,16 @@ class FileSource:
 
     def _read(self) -> Iterator[Packet]:
         tcpdump = shutil.which("tcpdump") if self._use_prefilter else None
+        if self._pipe:
+            # One pass only: libpcap's filter, or nothing (no second attempt can re-read a pipe).
+            reason = "tcpdump is not installed" if tcpdump is None else None
+            bpf = self._bpf_untagged if _pcap_linktype(self._head) not in (None, _ETHERNET) else self._bpf
+            stream = None if tcpdump is None else self._try_prefilter(tcpdump, bpf)
+            if stream is None:
+                raise InputError(f"{self.path}: a pipe is read once, and libpcap could not filter it "
+                                 f"({reason or self._prefilter_error}): save it to a file")  # fmt: skip
+            yield from stream
+            return
         if tcpdump:
             for bpf in (self._bpf, self._bpf_untagged):
                 stream = self._try_prefilter(tcpdump, bpf)
@@ -142,21 +179,29 @@ class FileSource:
             proc.wait()
             feeder.join()
             err = proc.stderr.read().decode("utf-8", "replace")
-            log.debug("prefilter_unavailable", file=str(self.path), reason=_last_line(err))
+            self._prefilter_error = _last_line(err)
+            log.debug("prefilter_unavailable", file=str(self.path), reason=self._prefilter_error)
             return None
         self.report.prefiltered = True
         return self._prefiltered(proc, feeder)
 
+    def _chunks(self) -> Iterator[bytes]:
+        if self._stream is not None:  # a pipe: what was read to check it, then the rest
+            yield self._head
+            while chunk := self._stream.read1(1 << 20):
+                yield chunk
+            return
+        with self.path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                yield chunk
+
     def _feed(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None
-        sent = 0
         try:
-            with self.path.open("rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    proc.stdin.write(chunk)
-                    sent += len(chunk)
-                    if self._progress is not None:
-                        self._progress(len(chunk))
+            for chunk in self._chunks():
+                proc.stdin.write(chunk)
+                if self._progress is not None:
+                    self._progress(len(chunk))
         except (BrokenPipeError, ValueError):
             pass  # tcpdump stopped reading: it says why on stderr
         finally:
@@ -237,6 +282,14 @@ class FileSource:
         if not self.report.truncated:
             self.report.truncated = True
             self.report.warnings.append(f"{self.path}: capture cut short; analysed up to the cut")
+
+
+def _pcap_linktype(head: bytes) -> int | None:
+    """The link type of a pcap file header (None for pcapng and others: it is per interface there)."""
+    if len(head) < _PCAP_HEADER or head[:4] not in _PCAP_MAGICS:
+        return None
+    order = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1", b"\x34\xcd\xb2\xa1") else ">"
+    return int(struct.unpack(order + "I", head[20:24])[0] & 0x0FFFFFFF)  # the top bits hold FCS flags
 
 
 def _last_line(text: str) -> str:

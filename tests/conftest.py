@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +74,13 @@ def record_result(name: str, **figures: object) -> None:
     """Keep what a fault, fuzz or security test measured, for scripts/reliability-report."""
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"test": name, **figures}, indent=2) + "\n")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.25) -> bool:
+    """Poll until `predicate()` holds or `timeout` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())

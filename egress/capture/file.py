@@ -151,14 +151,7 @@ class FileSource:
     def _read(self) -> Iterator[Packet]:
         tcpdump = shutil.which("tcpdump") if self._use_prefilter else None
         if self._pipe:
-            # One pass only: libpcap's filter, or nothing (no second attempt can re-read a pipe).
-            reason = "tcpdump is not installed" if tcpdump is None else None
-            bpf = self._bpf_untagged if _pcap_linktype(self._head) not in (None, _ETHERNET) else self._bpf
-            stream = None if tcpdump is None else self._try_prefilter(tcpdump, bpf)
-            if stream is None:
-                raise InputError(f"{self.path}: a pipe is read once, and libpcap could not filter it "
-                                 f"({reason or self._prefilter_error}): save it to a file")  # fmt: skip
-            yield from stream
+            yield from self._pipe_once(tcpdump)
             return
         if tcpdump:
             for bpf in (self._bpf, self._bpf_untagged):
@@ -167,6 +160,18 @@ class FileSource:
                     yield from stream
                     return
         yield from self._whole_file()
+
+    def _pipe_once(self, tcpdump: str | None) -> Iterator[Packet]:
+        """One pass only: libpcap's filter (chosen by the link type), or a one-line refusal;
+        no second attempt could read the pipe again."""
+        stream = None
+        if tcpdump is not None:
+            bpf = self._bpf_untagged if _pcap_linktype(self._head) not in (None, _ETHERNET) else self._bpf
+            stream = self._try_prefilter(tcpdump, bpf)
+        if stream is None:
+            reason = self._prefilter_error if tcpdump else "tcpdump is not installed" if self._use_prefilter else "the prefilter is off"
+            raise InputError(f"{self.path}: a pipe is read once, and libpcap could not filter it ({reason}): save it to a file")
+        yield from stream
 
     # -- prefiltered route ---------------------------------------------------------
     def _try_prefilter(self, tcpdump: str, bpf: str) -> Iterator[Packet] | None:

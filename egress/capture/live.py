@@ -69,8 +69,6 @@ class LiveSource:
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watch: _DropWatch | None = None
-        self._drops_lock = threading.Lock()
-        self.dropped = 0
 
     def argv(self) -> list[str]:
         return [dumpcap_path(), "-i", self.interface, "-f", self._bpf, "-s", str(self._snaplen), "-B", str(self._buffer), "-P", "-w", "-", "-q"]
@@ -152,11 +150,8 @@ class LiveSource:
             self._count(int(m.group(2)))
 
     def _count(self, dropped: int) -> None:
-        if not dropped:
-            return
-        with self._drops_lock:
-            self.dropped += dropped
-        if self._on_drops is not None:
+        """From the drop watch's thread too: the metric's counter is thread-safe."""
+        if dropped and self._on_drops is not None:
             self._on_drops(dropped)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from aiokafka.errors import TopicAlreadyExistsError
 
 from egress.codec import encode, flow_to_ecs
+from tests.conftest import wait_for
 from tests.kafka.test_streaming import Rules, _flow, _produce, rules_procs, topics_env  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.kafka
@@ -33,16 +33,6 @@ def _send(bootstrap: str, topic: str, first: int, count: int) -> None:
         pass
 
 
-def _until(predicate, timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = predicate()
-        if got:
-            return got
-        time.sleep(0.5)
-    return predicate()
-
-
 def test_lag_gauges_leave_with_the_partitions(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
     """A consumer alone reports the lag of all 4 partitions; when a second joins, the first stops reporting the
     partitions it gave away, and between them every partition is reported once."""
@@ -52,17 +42,17 @@ def test_lag_gauges_leave_with_the_partitions(kafka_bootstrap: str, tmp_path: Pa
     a = Rules(env, tmp_path / "a.ndjson")
     rules_procs.append(a)
     a.wait_for(400)
-    assert _until(lambda: set(_lag(a)) == {0, 1, 2, 3}, 30), _lag(a)
+    assert wait_for(lambda: set(_lag(a)) == {0, 1, 2, 3}, 30), _lag(a)
     assert set(_lag(a).values()) == {0.0}  # caught up
 
     b = Rules(env, tmp_path / "b.ndjson")
     rules_procs.append(b)
-    assert _until(lambda: 0 < len(_lag(a)) < 4, 60), f"a still reports {_lag(a)}\n{a.log.read_text()[-2000:]}"
+    assert wait_for(lambda: 0 < len(_lag(a)) < 4, 60), f"a still reports {_lag(a)}\n{a.log.read_text()[-2000:]}"
     _send(kafka_bootstrap, topic, 400, 400)  # records on every partition: b reports the ones it holds
 
     def split() -> bool:
         la, lb = set(_lag(a)), set(_lag(b))
         return la.isdisjoint(lb) and la | lb == {0, 1, 2, 3}
 
-    assert _until(split, 60), f"a {_lag(a)}, b {_lag(b)}"
+    assert wait_for(split, 60), f"a {_lag(a)}, b {_lag(b)}"
     assert a.stop() == 0 and b.stop() == 0

@@ -7,6 +7,7 @@ network namespaces cannot be made; deselect them with `-m "not live"`.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -35,3 +36,11 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
     """Namespaces and processes of one test, all removed afterwards, even on failure."""
     with Lab(tmp_path) as made:
         yield made
+
+
+@pytest.fixture
+def tcpreplay() -> str:
+    path = shutil.which("tcpreplay")
+    if path is None:
+        pytest.skip("tcpreplay is not installed (scripts/install-system-deps --test)")
+    return path

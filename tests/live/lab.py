@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -376,15 +376,6 @@ def leftovers(ns: Netns, interface: str) -> list[str]:
     return found + named
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return bool(predicate())
-
-
 def camera_link(lab: Lab, agent_ns: Netns, cam: Netns, cap: str, cam_if: str) -> None:
     """An untagged link camera → agent, captured on `cap`. The camera reaches 203.0.113.10
     "through" it by a permanent neighbour entry (no gateway): the agent's namespace drops
@@ -395,6 +386,24 @@ def camera_link(lab: Lab, agent_ns: Netns, cam: Netns, cap: str, cam_if: str) ->
     cam.ip("route", "add", "203.0.113.0/24", "dev", cam_if)
     cam.ip("neigh", "add", "203.0.113.10", "lladdr", "02:00:00:00:00:01", "dev", cam_if, "nud", "permanent")
     lab.assert_isolated()
+
+
+@dataclass
+class InjectionLink:
+    """A veth from an "inject" namespace (tcpreplay's side) to the agent's captured `cap`."""
+
+    agent: Netns
+    inject: Netns
+    cap: str
+    out: str
+
+
+def injection_link(lab: Lab) -> InjectionLink:
+    agent_ns, inj = lab.netns("agent"), lab.netns("inject")
+    link = InjectionLink(agent_ns, inj, lab.if_name("cap"), lab.if_name("inj"))
+    lab.veth(inj, link.out, agent_ns, link.cap)
+    lab.assert_isolated()
+    return link
 
 
 def send_udp(cam: Netns, port: int) -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import ndjson, run_egress
+from tests.conftest import ndjson, run_egress, wait_for
 from tests.live.conftest import live_marks
 from tests.live.lab import (
-    CAMERA_MAC, EGRESS, NETSVC, POLICY, Egress, Lab, alert_key, camera_link, camera_site, leftovers, send_udp, stop, wait_for,
+    CAMERA_MAC, EGRESS, NETSVC, POLICY, Egress, Lab, alert_key, camera_link, camera_site, injection_link, leftovers, send_udp, stop,
 )
 
 pytestmark = live_marks()
@@ -155,20 +152,14 @@ def _vlan0_capture(path: Path) -> None:
     wrpcap(str(path), frames)
 
 
-def test_priority_tagged_frames_count_as_untagged(lab: Lab, geoip: dict[str, Path], tmp_path: Path) -> None:
+def test_priority_tagged_frames_count_as_untagged(lab: Lab, geoip: dict[str, Path], tmp_path: Path, tcpreplay: str) -> None:
     """Frames with VLAN ID 0 (priority tags) captured live carry no VLAN and match no `vlans` group, as in offline analysis."""
-    tcpreplay = shutil.which("tcpreplay")
-    if tcpreplay is None:
-        pytest.skip("tcpreplay is not installed (scripts/install-system-deps --test)")
     pcap = tmp_path / "vlan0.pcap"
     _vlan0_capture(pcap)
-    agent_ns, inj = lab.netns("agent"), lab.netns("inject")
-    cap, out = lab.if_name("cap"), lab.if_name("inj")
-    lab.veth(inj, out, agent_ns, cap)
-    lab.assert_isolated()
-    agent = Egress(lab, agent_ns, [cap], geoip)
+    link = injection_link(lab)
+    agent = Egress(lab, link.agent, [link.cap], geoip)
     agent.wait_ready()
-    inj.run(tcpreplay, "-q", "-i", out, "--pps", "100", pcap)
+    link.inject.run(tcpreplay, "-q", "-i", link.out, "--pps", "100", pcap)
 
     assert wait_for(lambda: len({a["device"]["id"] for a in agent.alerts() if a["rule"]["category"] != "covered-vendor"}) == 2, 20), agent.log_text()
     rc, _ = agent.terminate()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-import pytest
-
+from tests.conftest import wait_for
 from tests.live.conftest import live_marks
-from tests.live.lab import CAMERA_MAC, Egress, Lab, camera_link, leftovers, send_udp, wait_for
+from tests.live.lab import CAMERA_MAC, Egress, Lab, camera_link, injection_link, leftovers, send_udp
 
 pytestmark = live_marks()
 
@@ -51,17 +49,12 @@ def _flood_capture(path: Path, frames: int = 1000) -> None:
     ])  # fmt: skip
 
 
-def test_kernel_drops_are_counted_while_capturing(lab: Lab, geoip: dict[str, Path], tmp_path: Path) -> None:
+def test_kernel_drops_are_counted_while_capturing(lab: Lab, geoip: dict[str, Path], tmp_path: Path, tcpreplay: str) -> None:
     """While the capture runs, every packet sent on the link is either captured or counted in egress_packets_dropped_total."""
-    tcpreplay = shutil.which("tcpreplay")
-    if tcpreplay is None:
-        pytest.skip("tcpreplay is not installed (scripts/install-system-deps --test)")
     pcap = tmp_path / "flood.pcap"
     _flood_capture(pcap)
-    agent_ns, inj = lab.netns("agent"), lab.netns("inject")
-    cap, out = lab.if_name("cap"), lab.if_name("inj")
-    lab.veth(inj, out, agent_ns, cap)
-    lab.assert_isolated()
+    link = injection_link(lab)
+    agent_ns, inj, cap, out = link.agent, link.inject, link.cap, link.out
     agent = Egress(lab, agent_ns, [cap], geoip)
     agent.wait_ready()
     # dissection stalls (as under a CPU spike), so dumpcap's pipe and then the kernel's 64 MiB ring fill up

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import record_result
+from tests.conftest import record_result, wait_for
 from tests.live.conftest import live_marks
-from tests.live.lab import NETSVC, POLICY, REPO, Egress, Lab, alert_key, camera_site, leftovers, wait_for
+from tests.live.lab import NETSVC, POLICY, REPO, Egress, Lab, alert_key, camera_site, leftovers
 from tests.live.test_live_capture import EXPECTED
 
 pytestmark = live_marks()

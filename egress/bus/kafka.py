@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
@@ -195,6 +195,37 @@ class KafkaPublisher:
             await self._producer.stop()
 
 
+class _Progress(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no types
+    """What this member read and committed per partition, and the group's moves as log events:
+    `partitions_assigned`, and `partitions_revoked` with the records read but not yet
+    committed (the next owner reads them again: at-least-once)."""
+
+    def __init__(self) -> None:
+        self.read: dict[TopicPartition, tuple[int, int]] = {}  # first offset read since assigned, next to read
+        self.committed: dict[TopicPartition, int] = {}
+
+    def uncommitted(self, tp: TopicPartition) -> int:
+        if tp not in self.read:
+            return 0
+        first, after = self.read[tp]
+        return max(0, after - max(first, self.committed.get(tp, first)))
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if not revoked:
+            return
+        log.info("partitions_revoked", partitions=_names(revoked), uncommitted_records=sum(map(self.uncommitted, revoked)))
+        for tp in revoked:
+            self.read.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions_assigned", partitions=_names(assigned))
+
+
+def _names(partitions: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}/{tp.partition}" for tp in partitions)
+
+
 class KafkaSubscriber:
     """Batches of the flows topic for one member of the consumer group."""
 
@@ -205,7 +236,6 @@ class KafkaSubscriber:
         self._on_lag = on_lag
         self._lag_reported: set[TopicPartition] = set()
         self._consumer = AIOKafkaConsumer(
-            topic,
             **client_options(cfg),
             group_id=cfg.group_id,
             enable_auto_commit=False,
@@ -214,6 +244,8 @@ class KafkaSubscriber:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
+        self._progress = _Progress()
+        self._consumer.subscribe([topic], listener=self._progress)
         self._max = max_records
         self._stopping = False
 
@@ -228,6 +260,10 @@ class KafkaSubscriber:
             data = await self._consumer.getmany(timeout_ms=500, max_records=self._max)
             if self._on_lag is not None:
                 self._report_lag(data)
+            read = self._progress.read
+            for tp, records in data.items():
+                if records:
+                    read[tp] = (read.get(tp, (records[0].offset, 0))[0], records[-1].offset + 1)
             batch = [r for records in data.values() for r in records]
             if batch:
                 yield batch
@@ -244,14 +280,23 @@ class KafkaSubscriber:
         self._lag_reported -= gone
 
     async def commit(self, batch: Sequence[Record]) -> None:
+        """Commit the batch's offsets of the partitions this member still owns: a partition
+        that moved during the batch is the new owner's to commit (it reads those records again)."""
         last: dict[tuple[str, int], int] = {}
         for r in batch:
             last[r.topic, r.partition] = r.offset  # in order within a partition
-        offsets = {TopicPartition(topic, partition): offset + 1 for (topic, partition), offset in last.items()}
+        owned = self._consumer.assignment()
+        offsets = {tp: offset + 1 for (topic, partition), offset in last.items() if (tp := TopicPartition(topic, partition)) in owned}
+        if len(offsets) < len(last):
+            log.info("commit_skipped_moved_partitions", partitions=len(last) - len(offsets))
+        if not offsets:
+            return
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             log.warning("commit_refused", reason=str(exc), partitions=len(offsets))
+            return
+        self._progress.committed.update(offsets)
 
     async def stop(self) -> None:
         await self._consumer.stop()

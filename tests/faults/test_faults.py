@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from egress.codec import decode_flow, encode, flow_to_ecs
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import default_policy
-from tests.conftest import PCAPS, POLICY, ndjson, record_result, run_egress
+from tests.conftest import PCAPS, POLICY, ndjson, record_result, run_egress, wait_for
 from tests.kafka.conftest import run_broker
 from tests.kafka.test_streaming import Rules, _flow, _produce, topics_env
 
@@ -64,8 +65,7 @@ def test_broker_down_for_60s_mid_stream(kafka_bootstrap: str, geoip: dict[str, P
     expected = _offline_ids(geoip, SAMPLES[:1])
     rules = Rules(env, tmp_path / "alerts.ndjson", *_geo(geoip))
     rules_procs.append(rules)
-    _wait_log(rules.log, "rules_consuming")
-    time.sleep(3)  # joined its group
+    rules.wait_assigned()
     assert run_broker("stop").returncode == 0
     outage_start = time.monotonic()
     try:
@@ -123,53 +123,110 @@ def _published_flows(bootstrap: str, count: int) -> tuple[dict[str, str], set[st
     return env, _expected_for(records)
 
 
+class StallingSink:
+    """A FIFO as a rules consumer's `--alerts-out`, read by a thread that stops reading after
+    `stall_after` lines: the consumer's next writes fill the pipe and block it inside a batch,
+    holding records it read from Kafka and cannot commit (as a full pipe or a hung disk would).
+    The stall is a known point, not a moment: no timing decides where the consumer is."""
+
+    def __init__(self, path: Path, stall_after: int) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self.lines: list[bytes] = []
+        self._stall_after = stall_after
+        self._reading = threading.Event()
+        self._reading.set()
+        self._thread = threading.Thread(target=self._read, name="stalling-sink", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        with self.path.open("rb") as fifo:  # opens once the consumer opens its end
+            for line in fifo:
+                self.lines.append(line)
+                if len(self.lines) == self._stall_after:
+                    self._reading.clear()
+                self._reading.wait()
+
+    @property
+    def stalled(self) -> bool:
+        return not self._reading.is_set()
+
+    def resume(self) -> None:
+        self._reading.set()
+
+    def ids(self) -> set[str]:
+        return {a["event"]["id"] for a in ndjson(b"".join(self.lines).decode())}
+
+    def join(self) -> None:
+        self._thread.join(timeout=30)
+
+
 def test_rules_sigkilled_and_restarted(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
-    """The only consumer is SIGKILLed mid-stream and started again: it resumes from its
-    committed offset and no alert is missing."""
+    """The only consumer is SIGKILLed inside a batch (its alert sink stalled there) and started
+    again: it resumes from its committed offset and no alert is missing."""
     env, expected = _published_flows(kafka_bootstrap, 30_000)
-    first = Rules(env, tmp_path / "a.ndjson")
+    sink = StallingSink(tmp_path / "a.fifo", stall_after=1)
+    first = Rules(env, sink.path)
     rules_procs.append(first)
-    deadline = time.monotonic() + 60
-    while len(first.alerts()) < 2000 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert wait_for(lambda: sink.stalled, 60), first.log.read_text()[-3000:]
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait()
-    before = {a["event"]["id"] for a in first.alerts()}
+    sink.join()
+    before = sink.ids()
     assert before and before < expected, "killed mid-stream"
     second = Rules(env, tmp_path / "b.ndjson")
     rules_procs.append(second)
     second.wait_for(len(expected - before), timeout=120)
     got = before | {a["event"]["id"] for a in second.alerts()}
     assert got >= expected
-    duplicates = len(first.alerts()) + len(second.alerts()) - len(got)
+    duplicates = len(sink.lines) + len(second.alerts()) - len(got)
     assert second.stop() == 0
-    record_result("rules_sigkill_restart", fault="rules consumer SIGKILL mid-stream, restarted", expected=len(expected),
+    record_result("rules_sigkill_restart", fault="rules consumer SIGKILL mid-batch, restarted", expected=len(expected),
            received=len(got), duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
 
 
 def test_rebalance_while_a_batch_is_in_flight(kafka_bootstrap: str, tmp_path: Path, rules_procs: list[Rules]) -> None:
-    """A second consumer joins while the first is mid-batch; partitions move, nothing is lost."""
+    """The first consumer stalls inside a batch (its alert sink stopped draining), holding
+    records read and not committed; a second consumer joins, and the group can only settle
+    by moving the stalled member's partitions to it. When the sink drains, the first member
+    finds its partitions gone, reports what it had not committed, and rejoins; the partitions
+    end up shared, the newcomer evaluated what moved, and no alert is lost."""
     env, expected = _published_flows(kafka_bootstrap, 30_000)
-    first = Rules(env, tmp_path / "a.ndjson")
+    sink = StallingSink(tmp_path / "a.fifo", stall_after=1)
+    first = Rules(env, sink.path)
     rules_procs.append(first)
-    deadline = time.monotonic() + 60
-    while not first.alerts() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    second = Rules(env, tmp_path / "b.ndjson")  # joins: the group rebalances under the first's feet
+    assert wait_for(lambda: sink.stalled, 60), first.log.read_text()[-3000:]
+    everything = first.assigned()
+    assert len(everything) == 4, everything
+    second = Rules(env, tmp_path / "b.ndjson")  # joins: the group rebalances under the stalled member's feet
     rules_procs.append(second)
-    deadline = time.monotonic() + 180
+    taken = second.wait_assigned(timeout=120)
+    sink.resume()
+    assert wait_for(lambda: first.events("partitions_revoked"), 60), first.log.read_text()[-3000:]
+    revoked = first.events("partitions_revoked")[0]
+    assert revoked["uncommitted_records"] > 0, revoked
+    assert set(revoked["partitions"]) & taken, "a partition moved to the newcomer while the first held it uncommitted"
+
+    def shared() -> bool:
+        mine, theirs = first.assigned(), second.assigned()
+        return len(first.events("partitions_assigned")) > 1 and bool(mine) and bool(theirs) and not mine & theirs and mine | theirs == everything
+
+    assert wait_for(shared, 90), (first.assigned(), second.assigned())
     got: set[str] = set()
-    while time.monotonic() < deadline:
-        got = {a["event"]["id"] for a in first.alerts()} | {a["event"]["id"] for a in second.alerts()}
-        if got >= expected:
-            break
-        time.sleep(0.5)
+
+    def complete() -> bool:
+        nonlocal got
+        got = sink.ids() | {a["event"]["id"] for a in second.alerts()}
+        return got >= expected
+
+    wait_for(complete, 180, step=0.5)
     assert got >= expected, f"{len(expected - got)} lost"
-    assert second.alerts(), "the newcomer took partitions"
+    assert second.alerts(), "the newcomer evaluated the records that moved"
     assert first.stop() == 0 and second.stop() == 0
-    duplicates = len(first.alerts()) + len(second.alerts()) - len(got)
-    record_result("rebalance_in_flight", fault="consumer joins mid-batch (rebalance)", expected=len(expected), received=len(got),
-           duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
+    sink.join()
+    duplicates = len(sink.lines) + len(second.alerts()) - len(got)
+    record_result("rebalance_in_flight", fault="consumer stalled mid-batch while another joins (rebalance)", expected=len(expected),
+           received=len(got), uncommitted_at_revoke=revoked["uncommitted_records"], duplicates=duplicates, lost=len(expected - got), crashes=0)  # fmt: skip
 
 
 def test_spool_drain_throughput(kafka_bootstrap: str, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ dead letters, policy reloads, and exit 3 when Kafka is not there."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from egress.codec import decode_flow, encode, flow_to_ecs
 from egress.model import UDP, Endpoint, FlowRecord
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import default_policy
-from tests.conftest import PCAPS, POLICY, ndjson, run_egress
+from tests.conftest import PCAPS, POLICY, ndjson, run_egress, wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -73,6 +74,31 @@ class Rules:
             time.sleep(0.3)
         raise AssertionError(f"{len(self.alerts())} alerts after {timeout}s, wanted {count}\n{self.log.read_text()[-3000:]}")
 
+    def events(self, name: str) -> list[dict]:
+        """The log events called `name` so far, in order (the JSON log on stderr)."""
+        found = []
+        for line in self.log.read_text().splitlines():
+            if f'"{name}"' not in line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:  # the line being written
+                continue
+            if event.get("event") == name:
+                found.append(event)
+        return found
+
+    def assigned(self) -> set[str]:
+        """The partitions of this member's latest assignment (its `partitions_assigned` events)."""
+        events = self.events("partitions_assigned")
+        return set(events[-1]["partitions"]) if events else set()
+
+    def wait_assigned(self, timeout: float = 90) -> set[str]:
+        """Until the member owns at least one partition."""
+        assert wait_for(lambda: self.assigned() or self.proc.poll() is not None, timeout), self.log.read_text()[-3000:]
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+        return self.assigned()
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -117,8 +143,6 @@ def test_agent_and_rules_give_the_alerts_of_analyze_and_run(name: str, kafka_boo
 
 
 async def _read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[tuple[bytes | None, dict, dict[str, bytes]]]:
-    import json
-
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     out: list[tuple[bytes | None, dict, dict[str, bytes]]] = []
@@ -174,7 +198,9 @@ def test_two_consumers_share_partitions_and_survive_a_sigkill(kafka_bootstrap: s
     a = Rules(env, tmp_path / "a.ndjson")
     b = Rules(env, tmp_path / "b.ndjson")
     rules_procs += [a, b]
-    time.sleep(6)  # both join the group before the records arrive, so they share the partitions
+    # both own partitions before the records arrive: the group has settled on sharing them
+    shared = wait_for(lambda: a.assigned() and b.assigned() and not a.assigned() & b.assigned(), 90)
+    assert shared, (a.assigned(), b.assigned(), a.log.read_text()[-2000:])
     asyncio.run(_produce(kafka_bootstrap, env["EGRESS_KAFKA__FLOWS_TOPIC"], 4, [(r.device_mac.encode(), encode(flow_to_ecs(r))) for r in records if r.device_mac]))
     deadline = time.monotonic() + 60
     while not (a.alerts() and b.alerts()) and time.monotonic() < deadline:

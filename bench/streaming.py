@@ -9,7 +9,7 @@ evaluated by one `egress rules` consumer, through the development Kafka broker.
 2. evaluate: `egress rules` (one process, one consumer) reads the topic from the start;
    the time from its first to its N-th evaluated record is read off its /metrics.
 Prints records/s and peak RSS of each, as measured in this run. Needs a broker
-(`deploy/kafka/broker start`).
+(`dev/kafka/broker start`).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ sys.path.insert(0, str(PCAPS))
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by deploy/kafka/broker")
+    config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by dev/kafka/broker")
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
-"""The development Kafka broker (deploy/kafka/broker) and aiokafka against it."""
+"""The development Kafka broker (dev/kafka/broker) and aiokafka against it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -190,6 +191,15 @@ def test_usage_errors_exit_2() -> None:
     assert _broker().returncode == 2
     assert _broker("restart").returncode == 2
     assert _broker("status", "--port", "nope").returncode == 2
+    assert _broker("start", "--secure", "/tmp").returncode == 2  # the TLS/SCRAM broker is the tests' own now
+    assert _broker("java").returncode == 2
+
+
+def test_java_runs_a_kafka_class_with_the_fetched_jars(kafka_bootstrap: str) -> None:
+    """`java CLASS ARGS` runs Kafka's classes with the cached jars; its output is the class's own."""
+    result = _broker("java", "kafka.tools.StorageTool", "random-uuid", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}\n", result.stdout), result.stdout
 
 
 def test_missing_java_exits_3(tmp_path: Path) -> None:

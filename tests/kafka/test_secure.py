@@ -1,96 +1,26 @@
 """Kafka over TLS: SASL_SSL with SCRAM-SHA-512 and mutual TLS, against the real broker.
 
-The module fixture makes a CA, a broker certificate for localhost/127.0.0.1, a client
-certificate and a SCRAM password with `openssl` (tests/kafka/tls.py), and starts
-`deploy/kafka/broker start --port P --secure DIR` on a free port (PLAINTEXT on P,
-SASL_SSL on P+2, mutual TLS on P+3); it stops that broker at the end, whatever happened.
-It never touches the default broker on localhost:9092. egress is configured only
-through EGRESS_* environment variables, as in a container.
+The session fixture `secure_broker` (tests/kafka/conftest.py) makes a CA, a broker certificate
+for localhost/127.0.0.1, a client certificate and a SCRAM password with `openssl`
+(tests/kafka/tls.py), and runs a broker of its own with the development broker's jars on free
+ports (SASL_SSL, mutual TLS, and PLAINTEXT for its readiness check); it stops that broker at the
+end, whatever happened. It never touches the default broker on localhost:9092. egress is
+configured only through EGRESS_* environment variables, as in a container.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PCAPS, POLICY, ndjson, run_egress
+from tests.kafka.conftest import SecureBroker, add_scram_argument, run_broker
 from tests.kafka.test_streaming import Rules, topics_env
-from tests.kafka.tls import Material, make_material, openssl_missing
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
-BROKER = REPO / "deploy" / "kafka" / "broker"
 CAPTURE = PCAPS / "trunk-qinq-mixed.pcap"
-FIRST_PORT = 9192  # then 9202, 9212, ...: never the default broker's 9092
-# The first start may have to fetch Kafka with Maven; later ones take 10-20 s.
-START_TIMEOUT_S = 900
-
-
-@dataclass(frozen=True)
-class SecureBroker:
-    port: int  # PLAINTEXT
-    material: Material
-
-    @property
-    def sasl_ssl(self) -> str:
-        return f"localhost:{self.port + 2}"
-
-    @property
-    def mtls(self) -> str:
-        return f"localhost:{self.port + 3}"
-
-
-def _broker(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BROKER), *args], cwd="/", capture_output=True, text=True, timeout=timeout, check=False,
-        stdin=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-
-
-def _free(port: int) -> bool:
-    """Nothing listens on 127.0.0.1:port (TIME_WAIT leftovers are fine: Kafka binds with SO_REUSEADDR)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _free_port_set() -> int:
-    """A port P with P, P+2, P+3 and the controller's P+1000 all free on 127.0.0.1."""
-    for port in range(FIRST_PORT, FIRST_PORT + 500, 10):
-        if all(_free(p) for p in (port, port + 2, port + 3, port + 1000)):
-            return port
-    pytest.fail(f"no free port set in {FIRST_PORT}-{FIRST_PORT + 500}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    if openssl_missing():
-        pytest.skip("openssl is not installed")
-    material = make_material(tmp_path_factory.mktemp("kafka-tls"))
-    port = _free_port_set()
-    ours = True
-    try:
-        started = _broker("start", "--port", str(port), "--secure", str(material.dir), timeout=START_TIMEOUT_S)
-        if started.returncode != 0:
-            ours = "already runs" not in started.stderr  # someone else's broker: leave it alone
-            pytest.fail(f"deploy/kafka/broker start --port {port} --secure exited {started.returncode}:\n{started.stderr}", pytrace=False)
-        yield SecureBroker(port, material)
-    finally:
-        if ours:
-            stopped = _broker("stop", "--port", str(port), timeout=120)
-            if stopped.returncode != 0:
-                print(f"deploy/kafka/broker stop --port {port} exited {stopped.returncode}:\n{stopped.stderr}")
 
 
 def _sasl_env(broker: SecureBroker, **extra: str) -> dict[str, str]:
@@ -192,43 +122,31 @@ def test_mutual_tls_without_a_client_certificate_is_refused(secure_broker: Secur
     assert "Traceback" not in proc.stderr
 
 
-def test_secure_start_again_is_a_noop_and_other_material_is_refused(secure_broker: SecureBroker, tmp_path: Path) -> None:
-    """start --secure with the same DIR says already running; with other material it exits 1 and leaves the broker up."""
-    port = str(secure_broker.port)
-    again = _broker("start", "--port", port, "--secure", str(secure_broker.material.dir), timeout=30)
-    assert again.returncode == 0, again.stderr
-    assert "already running" in again.stderr and f"SASL_SSL (SCRAM-SHA-512) on {secure_broker.sasl_ssl}" in again.stderr
-    other = make_material(tmp_path / "other")
-    refused = _broker("start", "--port", port, "--secure", str(other.dir), timeout=30)
-    assert refused.returncode == 1, refused.stderr
-    assert "not with the material" in refused.stderr
-    status = _broker("status", "--port", port, timeout=30)
-    assert status.returncode == 0 and f"mutual TLS on {secure_broker.mtls}" in status.stderr, status.stderr
-    for out in (again, refused, status):
-        assert secure_broker.material.password not in out.stderr and other.password not in out.stderr
+def test_the_password_is_on_no_command_line_and_in_no_broker_file(secure_broker: SecureBroker) -> None:
+    """The SCRAM user is added at format time through an @file that is gone afterwards: the password is on no
+    command line and in none of the broker's files; dev/kafka/broker status sees the broker on its PLAINTEXT port."""
+    password = secure_broker.material.password.encode()
+    cmdline = Path(f"/proc/{secure_broker.pid}/cmdline").read_bytes()
+    assert b"kafka.Kafka" in cmdline and password not in cmdline
+    files = [p for p in secure_broker.home.rglob("*") if p.is_file()]
+    assert any(p.name == "meta.properties" for p in files) and not any(p.suffix == ".args" for p in files), files
+    assert [p for p in files if password in p.read_bytes()] == []
+    status = run_broker("status", "--port", str(secure_broker.plaintext), timeout=30)
+    assert status.returncode == 0 and f"running: Kafka answers on localhost:{secure_broker.plaintext}" in status.stderr, status.stderr
 
 
-def test_secure_start_checks_its_directory_first(tmp_path: Path) -> None:
-    """Bad --secure use exits 2 before Java or Kafka are touched, and never shows the password."""
-    env = {**os.environ, "EGRESS_KAFKA_HOME": str(tmp_path / "home")}
-    port = str(_free_port_set())
-    assert _broker("status", "--port", port, "--secure", str(tmp_path), env=env).returncode == 2
-    assert _broker("start", "--port", port, "--secure", str(tmp_path / "absent"), env=env).returncode == 2
-    missing = _broker("start", "--port", port, "--secure", str(tmp_path), env=env)
-    assert missing.returncode == 2 and "ca.pem is missing" in missing.stderr, missing.stderr
-    d = tmp_path / "m"
-    d.mkdir()
-    (d / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-    (d / "broker.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\nx\n-----END RSA PRIVATE KEY-----\n" + (d / "ca.pem").read_text())
-    (d / "scram-username").write_text("egress\n")
-    (d / "scram-password").write_text("bad password, with ] and spaces\n")
-    pkcs1 = _broker("start", "--port", port, "--secure", str(d), env=env)
-    assert pkcs1.returncode == 2 and "PKCS#8" in pkcs1.stderr, pkcs1.stderr
-    (d / "broker.pem").write_text("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n" + (d / "ca.pem").read_text())
-    bad = _broker("start", "--port", port, "--secure", str(d), env=env)
-    assert bad.returncode == 2 and "scram-password must be" in bad.stderr, bad.stderr
-    assert "spaces" not in bad.stderr
-    assert not (tmp_path / "home" / "libs").exists()
+@pytest.mark.parametrize(("username", "password", "why"), [
+    ("egress", "bad password, with ] and spaces", "password must be"),
+    ("egress", "short", "password must be"),
+    ("eg,ress=x", "Good.Password-123", "user must be"),
+])  # fmt: skip
+def test_scram_credentials_that_add_scram_cannot_carry_are_refused(username: str, password: str, why: str) -> None:
+    """--add-scram has no escapes: a user or password outside its safe characters is refused before Kafka
+    is run, and the message does not show the password."""
+    assert add_scram_argument("egress", "Good.Password-123") == "SCRAM-SHA-512=[name=egress,password=Good.Password-123]"
+    with pytest.raises(ValueError, match=why) as refused:
+        add_scram_argument(username, password)
+    assert password not in str(refused.value)
 
 
 # ------------------------------------------------------------ settings that once broke

@@ -1,14 +1,14 @@
-"""Test-made TLS and SCRAM material for `deploy/kafka/broker start --secure DIR`.
+"""Test-made TLS material and SCRAM password for the `secure_broker` fixture (tests/kafka/conftest.py).
 
 `make_material(dir)` runs `openssl` to make, in `dir`:
 
-    ca.pem, ca.key              a throw-away CA (2 days)
-    broker.pem                  the broker's unencrypted PKCS#8 key, its certificate
-                                (CN localhost, SAN DNS:localhost + IP:127.0.0.1) and ca.pem
+    ca.pem, ca.key              a throw-away CA (2 days): the broker's truststore for client certificates
+    broker.pem                  the broker's unencrypted PKCS#8 key (as Kafka's PEM keystore wants it), its
+                                certificate (CN localhost, SAN DNS:localhost + IP:127.0.0.1) and ca.pem
     client.pem, client.key      a client certificate (CN egress-client) for mutual TLS
     other-ca.pem                a second CA that signed nothing the broker uses
-    scram-username, scram-password   the SCRAM-SHA-512 user "egress" and a random password
 
+and a random SCRAM-SHA-512 password for the user "egress" (only in the returned Material).
 Everything is mode 0600; the CA key is kept only to sign the two certificates.
 """
 
@@ -85,9 +85,7 @@ def make_material(d: Path, username: str = "egress") -> Material:
             raise RuntimeError("openssl did not write a PKCS#8 key (BEGIN PRIVATE KEY)")
         (d / "broker.pem").write_text(key + (d / "broker.crt").read_text() + (d / "ca.pem").read_text())
         (d / "client.pem").write_text((d / "client.crt").read_text())
-        password = secrets.token_urlsafe(24)
-        (d / "scram-username").write_text(username + "\n")
-        (d / "scram-password").write_text(password + "\n")
     finally:
         os.umask(old)
+    password = secrets.token_urlsafe(24)
     return Material(d, d / "ca.pem", d / "other-ca.pem", d / "broker.pem", d / "client.pem", d / "client.key", username, password)

@@ -21,12 +21,13 @@ _MAX_NAMES_PER_PAIR = 8
 
 
 def _clean(name: str) -> str | None:
-    name = name.strip().lower().rstrip(".")
+    name = name.strip().lower()
     if name.startswith("["):  # [2001:db8::1]:443
         return None
     host, sep, port = name.rpartition(":")
     if sep and port.isdigit() and ":" not in host:
         name = host
+    name = name.rstrip(".")  # after the port: `example.com.:8443` is example.com
     if not name:
         return None
     try:

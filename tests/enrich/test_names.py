@@ -86,7 +86,7 @@ def test_a_name_seen_again_is_not_repeated() -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["198.51.100.7", "198.51.100.7:8080", "2001:db8::1", "[2001:db8::1]", "[2001:db8::1]:443", "", "   ", ":443"],
+    ["198.51.100.7", "198.51.100.7:8080", "198.51.100.7.:8080", "2001:db8::1", "[2001:db8::1]", "[2001:db8::1]:443", "", "   ", ":443"],
 )
 def test_ip_literal_or_empty_host_names_nothing(host: str) -> None:
     """A Host that is an address (with or without port, IPv6 in brackets) or empty is no name."""
@@ -103,10 +103,7 @@ def test_ip_literal_or_empty_host_names_nothing(host: str) -> None:
         "cloud.example.com.",
         "cloud.example.com:8443",
         "  CLOUD.example.com  ",
-        pytest.param(
-            "cloud.example.com.:8443",
-            marks=pytest.mark.xfail(strict=True, reason="names.py _clean strips the trailing dot before the port"),
-        ),
+        "cloud.example.com.:8443",
     ],
 )
 def test_names_are_normalised(host: str) -> None:

@@ -139,3 +139,44 @@ def test_version() -> None:
     """--version prints the version."""
     proc = run_egress("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("egress ")
+
+
+BAD_YAML = {
+    "sequence-key.yaml": ("version: 1\n? [a, b]\n: 1\n", 2, "(top level): a key must be a single value, not a sequence"),
+    "python-tag.yaml": ("version: 1\nx: !!python/name:os.system\n", 2, "x: unsupported tag !!python/name:os.system"),
+    "recursive-alias.yaml": ("version: 1\na: &a [*a]\n", 2, "invalid YAML: recursive alias: *a stands inside its own anchor &a"),
+    "bad-merge.yaml": ("version: 1\n<<: [1]\n", 2, "<<: a merge takes a mapping or a list of mappings, not a scalar"),
+    "duplicate-key.yaml": ("version: 1\ndefault_verdict: alert\ndefault_verdict: allow\n", 3, "default_verdict: duplicate key (first at line 2)"),
+}
+
+
+def test_yaml_the_loader_cannot_build_exits_2_in_one_located_line(tmp_path: Path) -> None:
+    """A list as a key, a python tag, a recursive alias, a merge of a scalar, a duplicate key:
+    `egress check --policy F` exits 2 with exactly one `egress: F:LINE: ...` line, no traceback."""
+    for name, (text, line, message) in BAD_YAML.items():
+        bad = tmp_path / name
+        bad.write_text(text)
+        proc = run_egress("check", "--policy", bad)
+        assert proc.returncode == 2, proc.stderr
+        assert _errors(proc.stderr) == [f"egress: {bad}:{line}: {message}"]
+
+
+def test_duplicate_config_key_exits_2(tmp_path: Path) -> None:
+    """The strict config refuses a key given twice, naming the first line, instead of keeping the last."""
+    cfg = tmp_path / "egress.yaml"
+    cfg.write_text("site: x\ncapture:\n  snaplen: 512\n  snaplen: 96\n")
+    proc = run_egress("check", "--config", cfg, "--policy", POLICY)
+    assert proc.returncode == 2
+    assert _errors(proc.stderr) == [f"egress: {cfg}:4: capture.snaplen: duplicate key (first at line 3)"]
+
+
+def test_policy_groups_can_share_keys_through_a_merge_key(tmp_path: Path) -> None:
+    """`<<: *street` (YAML merge) gives a group the keys of another, its own keys winning."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\ngroups:\n  - &street\n    name: street\n    allow: [{name: ntp, ports: [udp/123]}]\n"
+        "  - <<: *street\n    name: depot\n"
+    )
+    proc = run_egress("check", "--policy", policy)
+    assert proc.returncode == 0, proc.stderr
+    assert f"policy OK: {policy} (2 groups, 2 rules" in proc.stdout

@@ -116,14 +116,91 @@ def test_a_yaml_syntax_error_names_file_and_line(tmp_path: Path, text: str, bad_
     assert str(info.value).startswith(f"{path}:{bad_line}: invalid YAML: ")
 
 
-# xfail(strict): known bugs, each a Python traceback (TypeError, ConstructorError, RecursionError)
-# where the SPEC wants a one-line UsageError: _to_python runs outside load_located's YAMLError handler.
-@pytest.mark.xfail(strict=True, reason="yamlfile.py: _to_python builds values outside the YAMLError handler")
-@pytest.mark.parametrize("text", ["? [a, b]\n: 1\n", "x: !!python/name:os.system\n", "a: &a [*a]\n"])
-def test_yaml_the_loader_cannot_build_is_a_usage_error(tmp_path: Path, text: str) -> None:
-    """A sequence as a key, an unknown tag or a recursive alias: a one-line usage error, no traceback."""
-    with pytest.raises(UsageError):
-        load_located(write(tmp_path, text), "policy")
+def refusal(tmp_path: Path, text: str) -> str:
+    """The one-line UsageError that loading `text` gives, after its `PATH:`."""
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as info:
+        load_located(path, "policy")
+    return str(info.value).removeprefix(f"{path}:")
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("? [a, b]\n: 1\n", "1: (top level): a key must be a single value, not a sequence"),
+    ("site: a\nnested:\n  ? {a: 1}\n  : 1\n", "3: nested: a key must be a single value, not a mapping"),
+    ("site: a\nx: !!python/name:os.system\n", "2: x: unsupported tag !!python/name:os.system"),
+    ("x: !local 1\n", "1: x: unsupported tag !local"),
+    ("a: &a [*a]\n", "1: invalid YAML: recursive alias: *a stands inside its own anchor &a"),
+    ("a: &a\n  b:\n    - 1\n    - *a\n", "4: invalid YAML: recursive alias: *a stands inside its own anchor &a"),
+    ("ports:\n  - 1\n  - !!int many\n", "3: ports.1: not a valid int: invalid literal for int() with base 10: 'many'"),
+    ("since: 2024-02-30\n", "1: since: not a valid timestamp: day is out of range for month"),
+    ("x: !!str [a]\n", "1: x: expected a scalar node, but found sequence"),
+])  # fmt: skip
+def test_yaml_the_loader_cannot_build_is_a_usage_error(tmp_path: Path, text: str, error: str) -> None:
+    """A list or mapping as a key, an unknown tag, a recursive alias or text its tag cannot hold:
+    one `PATH:LINE: key.path: message` line, no traceback."""
+    assert refusal(tmp_path, text) == error
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("default_verdict: alert\ndefault_verdict: allow\n", "2: default_verdict: duplicate key (first at line 1)"),
+    ("groups:\n  - name: a\n    allow: []\n    name: b\n", "4: groups.0.name: duplicate key (first at line 2)"),
+    ("capture: {snaplen: 1, snaplen: 2}\n", "1: capture.snaplen: duplicate key (first at line 1)"),
+    ("1: a\n0x1: b\n", "2: 1: duplicate key (first at line 1)"),
+])  # fmt: skip
+def test_a_duplicate_key_is_refused_naming_both_lines(tmp_path: Path, text: str, error: str) -> None:
+    """The same key twice in one mapping (as values: `1` and `0x1` are one key) is an error at
+    the second, naming the first, instead of the last silently winning."""
+    assert refusal(tmp_path, text) == error
+
+
+MERGE = """\
+groups:
+  - &street
+    name: street
+    allow: [{name: ntp, ports: [udp/123]}]
+    severity: low
+  - <<: *street
+    name: depot
+  - <<: [{severity: high, name: x}, *street]
+    extra: 1
+"""
+
+
+def test_merge_keys_are_applied_and_own_keys_win(tmp_path: Path) -> None:
+    """`<<: *base` copies the keys of the mapping merged; the mapping's own keys override them,
+    and of a list of mappings the earlier wins, as YAML 1.1 has it."""
+    doc = load_located(write(tmp_path, MERGE), "policy")
+    street = {"name": "street", "allow": [{"name": "ntp", "ports": ["udp/123"]}], "severity": "low"}
+    assert doc.data["groups"] == [street, {**street, "name": "depot"}, {**street, "severity": "high", "name": "x", "extra": 1}]
+    assert doc.data["groups"][:2] == yaml.safe_load(MERGE)["groups"][:2]
+
+
+def test_a_merged_key_is_located_where_its_value_stands(tmp_path: Path) -> None:
+    """A merged key has the line of the mapping it came from; a key the mapping overrides, its own."""
+    doc = load_located(write(tmp_path, MERGE), "policy")
+    assert doc.line(("groups", 1, "allow", 0, "ports")) == line_of(MERGE, "udp/123")
+    assert doc.line(("groups", 1, "name")) == line_of(MERGE, "name: depot")
+    assert doc.line(("groups", 2, "severity")) == line_of(MERGE, "severity: high")
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("a: 1\n<<: 1\n", "2: <<: a merge takes a mapping or a list of mappings, not a scalar"),
+    ("a: &a {x: 1}\nb:\n  <<: [*a, 2]\n", "3: b.<<: a merge takes a mapping or a list of mappings, not a scalar"),
+    ("a: &a {x: 1}\nb:\n  <<: *a\n  <<: *a\n", "4: b.<<: duplicate key (first at line 3; merge several with `<<: [*a, *b]`)"),
+])  # fmt: skip
+def test_a_merge_of_what_is_not_a_mapping_is_refused(tmp_path: Path, text: str, error: str) -> None:
+    """A merge key holding a scalar, or given twice in one mapping, is a located error."""
+    assert refusal(tmp_path, text) == error
+
+
+def test_aliases_that_expand_past_the_limit_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nested aliases ask for 9**4 values from five lines: refused past the limit (a million;
+    here 1,000), not expanded until memory runs out."""
+    monkeypatch.setattr("egress.yamlfile._MAX_NODES", 1000)
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 5)]
+    with pytest.raises(UsageError, match="more than 1,000 values once aliases are expanded"):
+        load_located(write(tmp_path, "\n".join(lines) + "\n"), "policy")
 
 
 # ---- errors against a model ----------------------------------------------------------------

@@ -64,7 +64,7 @@ def _records(n: int):  # noqa: ANN202 - generator of FlowRecord
 async def _publish(bootstrap: str, topic: str, n: int, out: Path) -> None:
     from egress.bus.kafka import KafkaPublisher, ensure_topics
     from egress.config import KafkaConfig
-    from egress.services.agent import flow_message
+    from egress.codec import flow_message
 
     cfg = KafkaConfig(bootstrap_servers=(bootstrap,), flows_topic=topic, partitions=6)
     await ensure_topics(cfg, [topic])

@@ -6,17 +6,16 @@ import argparse
 import asyncio
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from egress import __version__
-from egress.config import DEFAULT_CONFIG_PATH, DEFAULT_POLICY_PATH, CaptureConfig, Config, load_config
-from egress.errors import EXIT_ALERTS, EXIT_OK, DependencyMissing, EgressError, InputError, UsageError
+from egress.config import DEFAULT_CONFIG_PATH, Config, load_config
+from egress.errors import EXIT_ALERTS, EXIT_OK, EgressError, InputError
 from egress.logs import configure
 
 __all__ = ["main", "build_parser"]
@@ -84,134 +83,55 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _load_policy(config: Config, explicit: bool) -> Any:
-    from egress.policy.schema import default_policy, load_policy
-
-    if not explicit and config.policy_file == DEFAULT_POLICY_PATH and not DEFAULT_POLICY_PATH.exists():
-        log.warning("policy_default", reason=f"{DEFAULT_POLICY_PATH} not found; every egress is unexpected under the built-in policy")
-        return default_policy()
-    return load_policy(config.policy_file)
-
-
-def _geoip_paths(config: Config, policy: Any) -> tuple[Path | None, Path | None]:
-    """A database that was not asked for and is not at its default place is skipped, unless
-    the policy needs it: a rule on countries or ASNs must never fail silent."""
-    from egress.config import GeoipConfig
-
-    defaults = GeoipConfig()
-    needs_country = any(r.countries for g in policy.groups for r in (*g.allow, *g.deny))
-    needs_asn = any(r.asns for g in policy.groups for r in (*g.allow, *g.deny))
-    paths: list[Path | None] = []
-    for kind, path, default, needed in (
-        ("country", config.geoip.country_db, defaults.country_db, needs_country),
-        ("asn", config.geoip.asn_db, defaults.asn_db, needs_asn),
-    ):
-        if path is not None and path == default and not path.exists():
-            if needed:
-                rules_on = "countries" if kind == "country" else "ASNs"
-                raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {rules_on} (give --geoip-{kind} or run geoipupdate)")
-            log.warning("geoip_missing", database=kind, path=str(path), effect=f"{kind} fields stay empty")
-            path = None
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def _chain_factory(config: Config, policy: Any) -> Callable[[], Any]:
-    """Decide the GeoIP files once (and warn once); each call builds a fresh enricher chain."""
-    from egress.enrich import build_chain
-    from egress.enrich.oui import ManufNotFoundError
-    from egress.localnet import LocalNetworks
-
-    country, asn = _geoip_paths(config, policy)
-    local = LocalNetworks(policy.local_networks)
-
-    def make() -> Any:
-        try:
-            return build_chain(local, country, asn)
-        except ManufNotFoundError as exc:
-            raise DependencyMissing(str(exc.strerror)) from None
-
-    return make
+def _explicit_policy(args: argparse.Namespace) -> bool:
+    return args.policy is not None or args.config is not None
 
 
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
+    from egress import compose
     from egress.capture.tshark import tshark_path
-    from egress.policy.evaluate import Evaluator
-    from egress.services.analyze import analyze_files
+    from egress.services.serve import in_process_main
     from egress.sinks.report import Report
 
     tshark_path()
     for path in args.pcaps:
         if not path.exists():
             raise InputError(f"{path}: no such file")
-    policy = _load_policy(config, args.policy is not None or args.config is not None)
-    chain = _chain_factory(config, policy)()
+    policy, _ = compose.choose_policy(config, _explicit_policy(args))
     with ExitStack() as stack:
-        flows_out = stack.enter_context(args.flows_out.open("wb")) if args.flows_out else None
         progress = stack.enter_context(_Progress(args.pcaps)) if sys.stderr.isatty() else None
         report = Report(args.format, sys.stdout)
-        result = analyze_files(
-            args.pcaps, config, Evaluator(policy), chain, report,
-            flows_out=flows_out, progress=progress.advance if progress else None,
-        )  # fmt: skip
+        analysis = compose.analyze(config, policy, args.pcaps, report, flows_out=args.flows_out, progress=progress.advance if progress else None)
+        asyncio.run(in_process_main(analysis.parts))
         if progress is not None:
             progress.stop()
         report.finish()
-    log.info("analysis_done", packets=result.packets, **report.summary())
-    if result.input_errors:
-        raise InputError("\n".join(result.input_errors))
-    return EXIT_ALERTS if args.fail_on_alert and result.alerts else EXIT_OK
-
-
-def _plan(args: argparse.Namespace, config: Config) -> tuple[Any, Any]:
-    from egress.capture.tshark import tshark_path
-    from egress.localnet import LocalNetworks
-    from egress.services.serve import AgentPlan
-
-    tshark_path()
-    interfaces: tuple[str, ...] = ()
-    if args.read is not None:
-        if not args.read.exists():
-            raise InputError(f"{args.read}: no such file")
-    else:
-        interfaces = tuple(args.interface or config.capture.interfaces)
-        if not interfaces:
-            raise UsageError("nothing to capture: give --interface IF or --read PCAP, or set capture.interfaces")
-        try:
-            CaptureConfig(interfaces=interfaces)  # the same name check as the config file's
-        except ValidationError as exc:
-            raise UsageError(f"--interface: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-    policy = _load_policy(config, args.policy is not None or args.config is not None)
-    chains = _chain_factory(config, policy)
-    chains()  # fail at start on a missing database or registry
-    return AgentPlan(config, LocalNetworks(policy.local_networks), chains, args.read, interfaces), policy
-
-
-def _policy_path(config: Config, policy: Any) -> Path | None:
-    return None if policy.name == "built-in-default" else config.policy_file
+    log.info("analysis_done", packets=analysis.packets, **report.summary())
+    if analysis.input_errors:
+        raise InputError("\n".join(analysis.input_errors))
+    return EXIT_ALERTS if args.fail_on_alert and analysis.alerts else EXIT_OK
 
 
 def cmd_agent(args: argparse.Namespace, config: Config) -> int:
+    from egress import compose
     from egress.services.serve import agent_main
 
-    plan, _ = _plan(args, config)
-    return asyncio.run(agent_main(plan))
+    return asyncio.run(agent_main(compose.agent(config, _explicit_policy(args), args.read, args.interface)))
 
 
 def cmd_rules(args: argparse.Namespace, config: Config) -> int:
-    from egress.policy.evaluate import Evaluator
+    from egress import compose
     from egress.services.serve import rules_main
 
-    policy = _load_policy(config, args.policy is not None or args.config is not None)
-    return asyncio.run(rules_main(config, Evaluator(policy), _policy_path(config, policy), args.alerts_out))
+    components, stage, stop = compose.rules(config, _explicit_policy(args), args.alerts_out)
+    return asyncio.run(rules_main(components, stage, stop, config.kafka.flows_topic, config.kafka.group_id))
 
 
 def cmd_run(args: argparse.Namespace, config: Config) -> int:
-    from egress.policy.evaluate import Evaluator
-    from egress.services.serve import run_main
+    from egress import compose
+    from egress.services.serve import in_process_main
 
-    plan, policy = _plan(args, config)
-    return asyncio.run(run_main(plan, Evaluator(policy), _policy_path(config, policy), args.alerts_out, args.linger))
+    return asyncio.run(in_process_main(compose.run(config, _explicit_policy(args), args.read, args.interface, args.alerts_out, args.linger)))
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:

@@ -1,8 +1,10 @@
-"""Flow and alert records ⇄ ECS JSON: the one wire format, versioned.
+"""Flow and alert records ⇄ ECS JSON and bus messages: the one wire format, versioned.
 
 Everything that leaves a process (Kafka messages, NDJSON files, stdout) goes through
-here, and `decode_flow` is the only way back in, so the agent, the rules consumer and
-`analyze` see records exactly alike.
+here, and `read_flow` (a bus record) or `decode_flow` (bytes) is the only way back in,
+so the agent, the rules consumer and `analyze` see records exactly alike. The envelope
+of a bus message is here too: the key (the device MAC, so a device stays on one
+partition) and the `schema-version` header.
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ from typing import Any, Final
 
 import orjson
 
+from egress.bus import Message, Record
 from egress.model import TRANSPORT_NAMES, Alert, Endpoint, FlowRecord
 
-__all__ = ["SCHEMA_VERSION", "DecodeError", "iso", "flow_to_ecs", "alert_to_ecs", "encode", "decode_flow", "SEVERITY_SCORES"]
+__all__ = [
+    "SCHEMA_VERSION", "SCHEMA_HEADER", "HEADERS", "DecodeError", "iso", "flow_to_ecs", "alert_to_ecs", "encode",
+    "decode_flow", "SEVERITY_SCORES", "flow_message", "alert_message", "read_flow",
+]  # fmt: skip
 
 SCHEMA_VERSION: Final = 1
+SCHEMA_HEADER: Final = "schema-version"
+#: the headers of every message egress sends
+HEADERS: Final[tuple[tuple[str, bytes], ...]] = ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),)
+_VERSION: Final = HEADERS[0][1]
 _TRANSPORT_NUMBERS: Final = {name: num for num, name in TRANSPORT_NAMES.items()}
 # ECS event.severity is numeric; these are the scores Elastic's detection rules use.
 SEVERITY_SCORES: Final = {"low": 21, "medium": 47, "high": 73, "critical": 99}
@@ -64,7 +74,8 @@ def _endpoint(ep: Endpoint) -> dict[str, Any]:
     return out
 
 
-def flow_to_ecs(rec: FlowRecord) -> dict[str, Any]:
+def flow_to_ecs(rec: FlowRecord, group: str | None = None) -> dict[str, Any]:
+    """The ECS document of a flow; `group` (`labels.group`) once the policy has placed its device."""
     src = _endpoint(rec.source)
     if rec.source_country:
         src["geo"] = {"country_iso_code": rec.source_country}
@@ -119,7 +130,7 @@ def flow_to_ecs(rec: FlowRecord) -> dict[str, Any]:
         doc["observer"] = observer
     labels: dict[str, Any] = {}
     _put(labels, "site", rec.site)
-    _put(labels, "group", rec.group)
+    _put(labels, "group", group)
     if labels:
         doc["labels"] = labels
     ext: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
@@ -139,7 +150,7 @@ def flow_to_ecs(rec: FlowRecord) -> dict[str, Any]:
 
 
 def alert_to_ecs(alert: Alert) -> dict[str, Any]:
-    doc = flow_to_ecs(alert.flow)
+    doc = flow_to_ecs(alert.flow, alert.group)
     doc["event"]["kind"] = "alert"
     doc["event"]["id"] = alert.event_id
     doc["event"]["severity"] = SEVERITY_SCORES[alert.severity]
@@ -154,6 +165,32 @@ def encode(doc: dict[str, Any]) -> bytes:
         return orjson.dumps(doc)
     except orjson.JSONEncodeError:  # a lone surrogate from a hostile name: escape it instead
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def flow_message(rec: FlowRecord) -> Message:
+    """A flow record on the bus, keyed by the device MAC."""
+    return _message(rec.device_mac, encode(flow_to_ecs(rec)))
+
+
+def alert_message(alert: Alert) -> Message:
+    """An alert record on the bus, keyed like its flow."""
+    return _message(alert.flow.device_mac, encode(alert_to_ecs(alert)))
+
+
+def _message(device_mac: str | None, value: bytes) -> Message:
+    """The envelope of an encoded record: the device key and the schema header."""
+    return Message(device_mac.encode() if device_mac else None, value, HEADERS)
+
+
+def read_flow(record: Record) -> FlowRecord:
+    """A consumed bus record → FlowRecord; DecodeError says why one is refused (a header of
+    another schema version, or a value that is not a flow record)."""
+    headers = record.headers
+    if headers and headers != HEADERS:
+        version = next((value for name, value in headers if name == SCHEMA_HEADER), None)
+        if version is not None and version != _VERSION:
+            raise DecodeError(f"unsupported schema-version header {version[:20]!r}")
+    return decode_flow(record.value or b"")
 
 
 def decode_flow(data: bytes) -> FlowRecord:

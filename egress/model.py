@@ -1,13 +1,14 @@
 """The typed values that cross stage boundaries.
 
 Capture yields `Packet`s; the flow table turns them into `FlowRecord`s; enrichers
-fill a record's optional fields in place before it leaves the agent; the policy
-turns a record into `Alert`s. Only `egress.codec` knows how these look on the wire.
+fill a record's optional fields in place before it leaves the flow meter, and nothing
+changes it after that; the policy gives each record a `Verdict` (group, outcome,
+`Alert`s). Only `egress.codec` knows how these look on the wire.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Endpoint",
     "FlowRecord",
     "Alert",
+    "Verdict",
 ]
 
 TCP: Final = 6
@@ -100,9 +102,11 @@ class FlowRecord:
     observer_name: str = ""
     observer_hostname: str = ""
     interface: str = ""
-    # set by the rules stage
-    group: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str | None:
+        """The device's identity: its MAC, or its IP where no MAC was seen (a routed link)."""
+        return self.device_mac or self.device_ip
 
     @property
     def is_egress(self) -> bool:
@@ -122,6 +126,7 @@ class Alert:
     """A verdict that needs attention: the flow it is about plus the rule that fired."""
 
     flow: FlowRecord
+    group: str
     event_id: str
     category: str  # deny | unexpected | covered-vendor
     rule_id: str
@@ -129,3 +134,14 @@ class Alert:
     ruleset: str
     severity: str  # low | medium | high | critical
     message: str
+
+
+@dataclass(slots=True)  # not frozen: one is made per flow, and a frozen init costs twice as much
+class Verdict:
+    """What the policy said about one flow; `verdict` is a bounded metric label."""
+
+    flow: FlowRecord
+    group: str
+    verdict: str  # denied | allowed | unexpected | not-egress
+    alerts: tuple[Alert, ...]
+    covered: bool = False  # the device's brand is one of the policy's covered vendors

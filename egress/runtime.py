@@ -1,21 +1,68 @@
-"""Process plumbing for the services: signals, named tasks, orderly stop."""
+"""Process plumbing for the services: components started in order and stopped in reverse,
+signals, named tasks, systemd's notify protocol, the heap trimmed."""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import inspect
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from types import TracebackType
 from typing import Any
 
 import structlog
 
-__all__ = ["on_signals", "spawn", "SystemdNotifier", "trim_memory"]
+__all__ = ["Lifecycle", "on_signals", "spawn", "SystemdNotifier", "trim_memory"]
 
 log = structlog.get_logger("egress.runtime")
 _TASKS: set[asyncio.Task[Any]] = set()
+
+
+async def _call(component: object, verb: str) -> None:
+    method = getattr(component, verb, None)
+    if method is not None:
+        result = method()
+        if inspect.isawaitable(result):
+            await result
+
+
+class Lifecycle:
+    """`async with Lifecycle(components)`: each component's `start()` (sync or async, where it
+    has one) in order, and on the way out the `stop()` of every component that started, in
+    reverse, also when starting or the body failed. A failed stop does not skip the others;
+    the first one is raised unless the body already raised."""
+
+    def __init__(self, components: Sequence[object]) -> None:
+        self._components = tuple(components)
+        self._started: list[object] = []
+
+    async def __aenter__(self) -> Lifecycle:
+        try:
+            for component in self._components:
+                await _call(component, "start")
+                self._started.append(component)
+        except BaseException:
+            await self._stop(raising=False)
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self._stop(raising=exc is None)
+
+    async def _stop(self, raising: bool) -> None:
+        first: BaseException | None = None
+        while self._started:
+            component = self._started.pop()
+            try:
+                await _call(component, "stop")
+            except Exception as exc:  # noqa: BLE001 - every component gets its stop
+                log.error("component_stop_failed", component=type(component).__name__, reason=str(exc)[:200])
+                first = first or exc
+        if raising and first is not None:
+            raise first
 
 
 def spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:

@@ -12,11 +12,15 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, disable_created_metrics, start_http_server
 
+import structlog
+
 from egress import __version__
 from egress.enrich.brands import BRANDS
+from egress.errors import EgressError
 
-__all__ = ["AgentMetrics", "RulesMetrics", "serve_metrics", "vendor_label"]
+__all__ = ["AgentMetrics", "RulesMetrics", "MetricsEndpoint", "serve_metrics", "vendor_label"]
 
+log = structlog.get_logger("egress.telemetry")
 _BRANDS = frozenset(BRANDS)
 disable_created_metrics()  # the *_created series double every counter for no use in alerting
 
@@ -93,6 +97,20 @@ class RulesMetrics:
             self.devices.labels(*old).dec()
         self.devices.labels(*labels).inc()
         self._device_labels[device] = labels
+
+
+class MetricsEndpoint:
+    """/metrics on `metrics.listen`, from `start()` to the end of the process."""
+
+    def __init__(self, listen: str) -> None:
+        self._listen = listen
+
+    def start(self) -> None:
+        try:
+            address = serve_metrics(self._listen)
+        except OSError as exc:
+            raise EgressError(f"metrics.listen {self._listen}: cannot listen: {exc.strerror}") from None
+        log.info("metrics_listening", address=address)
 
 
 def serve_metrics(listen: str) -> str:

@@ -49,7 +49,7 @@ def test_ecs_shape() -> None:
 def test_hostile_names_never_break_a_record(name: str) -> None:
     """Control characters, huge names and odd Unicode stay inside one valid JSON line."""
     rec = record(destination_domain=name, destination_domains=(name,))
-    data = encode(alert_to_ecs(Alert(rec, "id", "deny", "g/deny/x", "x", "p", "high", f"to {name}")))
+    data = encode(alert_to_ecs(Alert(rec, "g", "id", "deny", "g/deny/x", "x", "p", "high", f"to {name}")))
     assert b"\n" not in data
     doc = json.loads(data)
     assert doc["destination"]["domain"] == name

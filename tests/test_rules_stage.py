@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -12,8 +13,10 @@ from egress.bus.memory import MemoryBus
 from egress.model import TCP, Endpoint, FlowRecord
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import load_policy
-from egress.services.agent import flow_message
+from egress.codec import flow_message
+from egress.model import Verdict
 from egress.services.rules import RulesStage
+from egress.sinks.metrics import MetricsSink
 from egress.telemetry import RulesMetrics
 
 POLICY = """version: 1
@@ -35,13 +38,15 @@ def _flow(i: int, mac: str, brand: str, dest: str) -> FlowRecord:
 
 
 class _Sink:
+    """Keeps the alerts it is handed, and how many flushes preceded each commit."""
+
     def __init__(self) -> None:
-        self.lines: list[bytes] = []
+        self.alerts: list[str] = []
 
-    def write(self, data: bytes) -> None:
-        self.lines.append(data)
+    async def write(self, verdicts: Sequence[Verdict]) -> None:
+        self.alerts += [a.event_id for v in verdicts for a in v.alerts]
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         return None
 
 
@@ -67,14 +72,14 @@ def test_counts_dead_letters_and_device_labels_follow_a_reload(tmp_path: Path) -
     first.insert(500, Message(None, b"not json", (("schema-version", b"1"),)))
     first.insert(700, Message(None, first[0].value, (("schema-version", b"9"),)))
     bus = MemoryBus("flows", batch=300)
-    stage = RulesStage(Evaluator(load_policy(policy_path)), bus, metrics, [sink], policy_path=policy_path)
+    stage = RulesStage(Evaluator(load_policy(policy_path)), bus, [MetricsSink(metrics), sink], metrics, dead_letters=bus, dead_letter_topic="dlq", policy_path=policy_path)
     asyncio.run(_run(stage, bus, first))
 
     assert stage.evaluated == 1000
     assert _sample(registry, "egress_flows_evaluated_total", site="hq", group="cams", verdict="allowed") == 500
     assert _sample(registry, "egress_flows_evaluated_total", site="hq", group="cams", verdict="unexpected") == 500
     assert _sample(registry, "egress_deadletter_total") == 2
-    assert len(sink.lines) == stage.alerts == 501  # 500 unexpected + one covered-vendor
+    assert len(sink.alerts) == stage.alerts == 501  # 500 unexpected + one covered-vendor
     covered = {"site": "hq", "group": "cams", "vendor": "Hikvision"}
     assert _sample(registry, "egress_devices", **covered, covered="true") == 1
 

@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Message", "Publisher", "Record", "Subscriber", "SCHEMA_HEADER", "header"]
-
-SCHEMA_HEADER = "schema-version"
+__all__ = ["Message", "Publisher", "Record", "Subscriber", "header"]
 
 
 @dataclass(slots=True)

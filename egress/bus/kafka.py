@@ -26,7 +26,7 @@ from egress.bus import Message, Record
 from egress.config import KafkaConfig
 from egress.errors import DependencyMissing, UsageError
 
-__all__ = ["KafkaPublisher", "KafkaSubscriber", "ensure_topics", "client_options"]
+__all__ = ["KafkaPublisher", "KafkaSubscriber", "Topics", "ensure_topics", "client_options"]
 
 log = structlog.get_logger("egress.kafka")
 
@@ -127,6 +127,17 @@ async def ensure_topics(cfg: KafkaConfig, topics: list[str]) -> None:
         await admin.close()
 
 
+class Topics:
+    """The topics a command needs, created at start where missing (`ensure_topics`)."""
+
+    def __init__(self, cfg: KafkaConfig, names: list[str]) -> None:
+        self._cfg = cfg
+        self._names = names
+
+    async def start(self) -> None:
+        await ensure_topics(self._cfg, self._names)
+
+
 _DEFAULT = DefaultPartitioner()
 
 
@@ -155,8 +166,14 @@ class KafkaPublisher:
 
     def __init__(self, cfg: KafkaConfig, on_error: Any = None) -> None:
         self._cfg = cfg
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future[Any]] = []
+        self._on_error = on_error
+
+    async def start(self) -> None:
+        """aiokafka clients belong to the running event loop: made here, not before."""
         self._producer = AIOKafkaProducer(
-            **client_options(cfg),
+            **client_options(self._cfg),
             enable_idempotence=True,
             acks="all",
             compression_type="lz4",  # fast both ways; gzip cost more CPU than the rest of a send
@@ -165,13 +182,10 @@ class KafkaPublisher:
             max_batch_size=512 * 1024,
             request_timeout_ms=30_000,
         )
-        self._pending: list[asyncio.Future[Any]] = []
-        self._on_error = on_error
-
-    async def start(self) -> None:
         await _start(self._producer, self._cfg)
 
     async def send(self, topic: str, message: Message) -> None:
+        assert self._producer is not None, "send before start"
         fut = await self._producer.send(topic, message.value, key=message.key, headers=list(message.headers))
         self._pending.append(fut)
         if len(self._pending) >= 10_000:
@@ -189,6 +203,8 @@ class KafkaPublisher:
             raise errors[0]
 
     async def stop(self) -> None:
+        if self._producer is None:
+            return
         try:
             await self.flush()
         finally:
@@ -233,29 +249,33 @@ class KafkaSubscriber:
         """`on_lag(topic, partition, records)` after each fetch, `records` None once the
         partition has moved to another member of the group."""
         self._cfg = cfg
+        self._topic = topic
         self._on_lag = on_lag
         self._lag_reported: set[TopicPartition] = set()
-        self._consumer = AIOKafkaConsumer(
-            **client_options(cfg),
-            group_id=cfg.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=max_records,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000,
-        )
+        self._consumer: AIOKafkaConsumer | None = None
         self._progress = _Progress()
-        self._consumer.subscribe([topic], listener=self._progress)
         self._max = max_records
         self._stopping = False
 
     async def start(self) -> None:
+        """aiokafka clients belong to the running event loop: made here, not before."""
+        self._consumer = AIOKafkaConsumer(
+            **client_options(self._cfg),
+            group_id=self._cfg.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._max,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=3_000,
+        )
+        self._consumer.subscribe([self._topic], listener=self._progress)
         await _start(self._consumer, self._cfg)
 
     def request_stop(self) -> None:
         self._stopping = True
 
     async def batches(self) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+        assert self._consumer is not None, "batches before start"
         while not self._stopping:
             data = await self._consumer.getmany(timeout_ms=500, max_records=self._max)
             if self._on_lag is not None:
@@ -269,6 +289,7 @@ class KafkaSubscriber:
                 yield batch
 
     def _report_lag(self, data: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        assert self._consumer is not None
         for tp, records in data.items():
             high = self._consumer.highwater(tp)
             if high is not None and records:
@@ -285,6 +306,7 @@ class KafkaSubscriber:
         last: dict[tuple[str, int], int] = {}
         for r in batch:
             last[r.topic, r.partition] = r.offset  # in order within a partition
+        assert self._consumer is not None
         owned = self._consumer.assignment()
         offsets = {tp: offset + 1 for (topic, partition), offset in last.items() if (tp := TopicPartition(topic, partition)) in owned}
         if len(offsets) < len(last):
@@ -299,4 +321,5 @@ class KafkaSubscriber:
         self._progress.committed.update(offsets)
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import structlog
 
-from egress.bus import SCHEMA_HEADER, Message
+from egress.bus import Message
+from egress.codec import HEADERS
 from egress.errors import UsageError
 
 __all__ = ["Spool"]
@@ -35,14 +36,21 @@ _SEGMENT_BYTES = 8 << 20
 
 
 class Spool:
-    """Append batches, read the oldest, acknowledge what was delivered. Single-threaded."""
+    """Append batches, read the oldest, acknowledge what was delivered. Single-threaded.
+    `start()` opens the directory (and finds what a previous run left), `stop()` closes it."""
 
-    def __init__(self, path: Path, max_bytes: int, *, segment_bytes: int = _SEGMENT_BYTES, headers: tuple[tuple[str, bytes], ...] = ((SCHEMA_HEADER, b"1"),), on_drop: Callable[[int], None] | None = None) -> None:
+    def __init__(self, path: Path, max_bytes: int, *, segment_bytes: int = _SEGMENT_BYTES, on_drop: Callable[[int], None] | None = None) -> None:
         self.path = path
         self._max = max_bytes
         self._segment_bytes = max(1024, min(segment_bytes, max_bytes // 4 or 1024))
-        self._headers = headers
         self._on_drop = on_drop
+        self._segments: list[int] = []
+        self._cursor = (0, 0)
+        self._pending = 0
+        self._bytes = 0
+
+    def start(self) -> None:
+        path = self.path
         try:
             path.mkdir(parents=True, exist_ok=True)
             probe = path / ".write-test"
@@ -156,7 +164,7 @@ class Spool:
             start = off if candidate == seg else 0
             end = start
             for end, key, value in self._frames(candidate, start):
-                out.append(Message(key or None, value, self._headers))
+                out.append(Message(key or None, value, HEADERS))  # the envelope is the codec's: frames keep key and value
                 if len(out) >= limit:
                     return out, (candidate, end)
             seg, off = candidate, end
@@ -175,5 +183,5 @@ class Spool:
             path.unlink()
         self._write_cursor()
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._out.close()

@@ -2,8 +2,11 @@
 
 The country database may be a Country or a City edition: geoip2's `Reader.country()`
 refuses a City file, so the method follows the file's own `database_type`. Answers
-are cached per address. `reopen()` (SIGHUP) re-reads the files so a `geoipupdate`
-takes effect without a restart; geoip2 never notices a replaced file by itself.
+are cached per address. `start()` opens the files, `stop()` closes them; `reopen()`
+(SIGHUP) re-reads them so a `geoipupdate` takes effect without a restart (geoip2 never
+notices a replaced file by itself). One enricher serves every capture thread: a reopen
+swaps in the new readers at once and leaves the old ones to be freed when no lookup holds
+them any more, so no lookup ever runs on a closed reader.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class GeoIpEnricher:
         self._readers: list[geoip2.database.Reader] = []
         self._cache: dict[str, tuple[str | None, int | None, str | None]] = {}
         self.lookup_errors = 0
+
+    def start(self) -> None:
         self.reopen()
 
     def reopen(self) -> None:
@@ -78,13 +83,10 @@ class GeoIpEnricher:
             for reader in opened:
                 reader.close()
             raise
-        old = self._readers
         self._readers, self._country, self._asn = opened, country, asn
-        self._cache.clear()
-        for reader in old:
-            reader.close()
+        self._cache = {}
 
-    def close(self) -> None:
+    def stop(self) -> None:
         for reader in self._readers:
             reader.close()
         self._readers = []

@@ -15,22 +15,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from egress.codec import iso
-from egress.model import Alert, FlowRecord
+from egress.model import Alert, FlowRecord, Verdict
 from egress.policy.schema import Group, Policy, RuleEntry
 
 __all__ = ["Evaluator", "Verdict", "UNASSIGNED"]
 
 UNASSIGNED = "unassigned"  # the implicit empty group of devices that match no group
 _IMPLICIT = Group(name=UNASSIGNED)
-
-
-@dataclass(slots=True)  # not frozen: one is made per flow, and a frozen init costs twice as much
-class Verdict:
-    """What the policy said about one flow; `verdict` is a bounded metric label."""
-
-    group: str
-    verdict: str  # denied | allowed | unexpected | not-egress
-    alerts: tuple[Alert, ...]
 
 
 def _event_id(*parts: str) -> str:
@@ -95,6 +86,7 @@ class Evaluator:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self._covered = {v.casefold() for v in policy.covered_vendors}
+        self._covered_brands: dict[str, bool] = {}
         self._vendor_sets = [{v.casefold() for v in (g.match.vendors if g.match else ())} for g in policy.groups]
         self._names = {d.mac: d.name for d in policy.devices}
         self._reported: set[str] = set()
@@ -108,7 +100,14 @@ class Evaluator:
         return new
 
     def is_covered(self, brand: str | None) -> bool:
-        return bool(brand) and brand.casefold() in self._covered  # type: ignore[union-attr]
+        if not brand:
+            return False
+        hit = self._covered_brands.get(brand)
+        if hit is None:
+            if len(self._covered_brands) >= 4096:  # brands and registry names: a bounded set in practice
+                self._covered_brands.clear()
+            hit = self._covered_brands[brand] = brand.casefold() in self._covered
+        return hit
 
     def group_of(self, rec: FlowRecord) -> Group:
         """The first group whose match holds."""
@@ -143,29 +142,30 @@ class Evaluator:
     def evaluate(self, rec: FlowRecord) -> Verdict:
         compiled = self._group(rec)
         group = compiled.group
-        rec.group = group.name
         alerts: list[Alert] = []
-        covered = self._covered_vendor(rec, group)
-        if covered is not None:
-            alerts.append(covered)
+        covered = self.is_covered(rec.device_manufacturer)
+        if covered:
+            alert = self._covered_vendor(rec, group)
+            if alert is not None:
+                alerts.append(alert)
         if not rec.is_egress:
-            return Verdict(group.name, "not-egress", tuple(alerts))
+            return Verdict(rec, group.name, "not-egress", tuple(alerts), covered)
         ip = _ip_int(rec.destination.ip)
         for rule in compiled.deny:
             if rule.matches(rec, ip):
                 alerts.append(self._alert(rec, group, "deny", rule.name, rule.severity or "high"))
-                return Verdict(group.name, "denied", tuple(alerts))
+                return Verdict(rec, group.name, "denied", tuple(alerts), covered)
         for rule in compiled.allow:
             if rule.matches(rec, ip):
-                return Verdict(group.name, "allowed", tuple(alerts))
+                return Verdict(rec, group.name, "allowed", tuple(alerts), covered)
         if self.policy.default_verdict == "allow":
-            return Verdict(group.name, "allowed", tuple(alerts))
+            return Verdict(rec, group.name, "allowed", tuple(alerts), covered)
         alerts.append(self._alert(rec, group, "unexpected", "unexpected-destination", "medium"))
-        return Verdict(group.name, "unexpected", tuple(alerts))
+        return Verdict(rec, group.name, "unexpected", tuple(alerts), covered)
 
     def _device_label(self, rec: FlowRecord) -> str:
         name = self._names.get(rec.device_mac or "")
-        ident = rec.device_mac or rec.device_ip or rec.source.ip
+        ident = rec.device or rec.source.ip
         return f"{name} ({ident})" if name else ident
 
     def _alert(self, rec: FlowRecord, group: Group, category: str, rule_name: str, severity: str) -> Alert:
@@ -176,18 +176,18 @@ class Evaluator:
         verb = "denied egress" if category == "deny" else "unexpected egress"
         message = f"{verb}: {self._device_label(rec)} → {dest} [{rec.destination.ip}] {port}" + (f" ({where})" if where else "")
         message += f" by rule {rule_name} of group {group.name}"
-        event_id = _event_id(rec.community_id, iso(rec.start), rec.device_mac or rec.device_ip or "", rule_id)
-        return Alert(rec, event_id, category, rule_id, rule_name, self.policy.name, severity, message)
+        event_id = _event_id(rec.community_id, iso(rec.start), rec.device or "", rule_id)
+        return Alert(rec, group.name, event_id, category, rule_id, rule_name, self.policy.name, severity, message)
 
     def _covered_vendor(self, rec: FlowRecord, group: Group) -> Alert | None:
         brand = rec.device_manufacturer
-        device = rec.device_mac or rec.device_ip
-        if not brand or not device or brand.casefold() not in self._covered or device in self._reported:
+        device = rec.device
+        if not brand or not device or device in self._reported:
             return None
         self._reported.add(device)
         rule_id = f"covered-vendor/{brand}"
         message = f"covered-vendor device present: {self._device_label(rec)} is {brand} (group {group.name})"
-        return Alert(rec, _event_id("covered-vendor", device, brand), "covered-vendor", rule_id, "covered-vendor", self.policy.name, "high", message)
+        return Alert(rec, group.name, _event_id("covered-vendor", device, brand), "covered-vendor", rule_id, "covered-vendor", self.policy.name, "high", message)
 
     @property
     def devices_reported(self) -> frozenset[str]:

@@ -11,31 +11,26 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from aiokafka.errors import KafkaError
 
-from egress.bus import SCHEMA_HEADER, Message, Publisher
+from egress.bus import Message, Publisher
 from egress.bus.spool import Spool
-from egress.codec import SCHEMA_VERSION, encode, flow_to_ecs
+from egress.codec import flow_message
 from egress.errors import EgressError
 from egress.flows.meter import FlowMeter
-from egress.model import FlowRecord, Packet
+from egress.model import Packet
 from egress.telemetry import AgentMetrics
 
-__all__ = ["CapturePump", "publish_loop", "flow_message", "SpoolDrainer", "spool_loop"]
+__all__ = ["CapturePump", "Capture", "Captures", "publish_loop", "SpoolDrainer", "spool_loop"]
 
 log = structlog.get_logger("egress.agent")
-_HEADERS = ((SCHEMA_HEADER, str(SCHEMA_VERSION).encode()),)
 _BATCH = 256
 _HANDOFF_SECONDS = 0.5
-
-
-def flow_message(rec: FlowRecord) -> Message:
-    """A flow record on the wire: keyed by the device MAC, so a device stays on one partition."""
-    return Message(rec.device_mac.encode() if rec.device_mac else None, encode(flow_to_ecs(rec)), _HEADERS)
 
 
 class CapturePump:
@@ -115,6 +110,63 @@ class CapturePump:
                     self._hand(batch)
             finally:
                 self._hand(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One source of packets and the flow meter its packets go through. `open` and `close`
+    (a live interface's dumpcap) where the source holds a process."""
+
+    name: str
+    packets: Callable[[], Iterator[Packet | None]]
+    meter: FlowMeter
+    open: Callable[[], None] | None = None
+    close: Callable[[], None] | None = None
+
+
+class Captures:
+    """The captures of one pipeline, run at once: one pump thread each, their batches in one
+    bounded queue. `start()` opens every source (a bad interface fails here, before anything
+    runs), `run()` starts the pumps, `finish()` waits for them and raises the first error."""
+
+    def __init__(self, captures: Sequence[Capture], metrics: AgentMetrics) -> None:
+        self._captures = tuple(captures)
+        self._metrics = metrics
+        self._opened: list[Capture] = []
+        self._pumps: list[CapturePump] = []
+        self.queue: asyncio.Queue[list[Message] | None] = asyncio.Queue(maxsize=64)
+
+    def __len__(self) -> int:
+        return len(self._captures)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for capture in self._captures:
+            if capture.open is not None:
+                capture.open()
+            self._opened.append(capture)
+            self._pumps.append(CapturePump(capture.packets, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close))
+
+    def run(self) -> None:
+        for pump in self._pumps:
+            pump.start()
+            log.info("capture_started", source=pump.name)
+
+    def stop(self) -> None:
+        if self._pumps:
+            for pump in self._pumps:
+                pump.stop()
+            return
+        for capture in self._opened:  # opened, never run
+            if capture.close is not None:
+                capture.close()
+
+    async def finish(self) -> None:
+        for pump in self._pumps:
+            await asyncio.to_thread(pump.join)
+        errors = [p.error for p in self._pumps if p.error is not None]
+        if errors:
+            raise errors[0]
 
 
 async def _batches(queue: asyncio.Queue[list[Message] | None], sources: int) -> AsyncIterator[list[Message]]:

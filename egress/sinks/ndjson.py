@@ -1,28 +1,61 @@
-"""Alert records as NDJSON lines to a file or stdout, flushed per batch."""
+"""Records as NDJSON lines to a file or stdout: the alert records (`--alerts-out`, `run`'s
+stdout) or every flow record with its group (`--flows-out`)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NdjsonSink"]
+from egress.codec import alert_to_ecs, encode, flow_to_ecs
+from egress.errors import UsageError
+from egress.model import Verdict
+
+__all__ = ["AlertLines", "FlowLines"]
 
 
-class NdjsonSink:
-    """Appends one encoded record per line; `-` or None means stdout."""
+class _Lines:
+    """Appends one encoded record per line; `-` or None means stdout. The file is opened by
+    `start()` (a path that cannot be written is a one-line usage error) and closed by `stop()`."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._own = path is not None and str(path) != "-"
-        self._out: BinaryIO = path.open("ab") if self._own and path is not None else sys.stdout.buffer
+    def __init__(self, path: Path | None, what: str) -> None:
+        self._path = None if path is None or str(path) == "-" else path
+        self._what = what
+        self._out: BinaryIO = sys.stdout.buffer
 
-    def write(self, data: bytes) -> None:
-        self._out.write(data + b"\n")
+    def start(self) -> None:
+        if self._path is not None:
+            try:
+                self._out = self._path.open("ab")
+            except OSError as exc:
+                raise UsageError(f"{self._path}: cannot write the {self._what}: {exc.strerror}") from None
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         self._out.flush()
 
-    def close(self) -> None:
-        self.flush()
-        if self._own:
+    def stop(self) -> None:
+        self._out.flush()
+        if self._path is not None:
             self._out.close()
+
+
+class AlertLines(_Lines):
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path, "alert records")
+
+    async def write(self, verdicts: Sequence[Verdict]) -> None:
+        out = self._out
+        for verdict in verdicts:
+            for alert in verdict.alerts:
+                out.write(encode(alert_to_ecs(alert)) + b"\n")
+
+
+class FlowLines(_Lines):
+    def __init__(self, path: Path | None) -> None:
+        super().__init__(path, "flow records")
+
+    async def write(self, verdicts: Sequence[Verdict]) -> None:
+        out = self._out
+        for verdict in verdicts:
+            out.write(encode(flow_to_ecs(verdict.flow, verdict.group)) + b"\n")

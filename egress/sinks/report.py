@@ -1,16 +1,20 @@
-"""`egress analyze` output: alerts as NDJSON, CSV or a readable table with a summary."""
+"""`egress analyze` output: alerts as NDJSON, CSV or a readable table with a summary.
+
+A sink like the others: it sees every verdict, streams the alerts (json, csv) as they come
+and keeps what the table and the summary need until `finish()`."""
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from typing import IO, Literal
 
 from rich.console import Console
 from rich.table import Table
 
 from egress.codec import alert_to_ecs, encode, iso
-from egress.model import Alert, FlowRecord
+from egress.model import Alert, FlowRecord, Verdict
 
 __all__ = ["Report", "CSV_COLUMNS"]
 
@@ -24,7 +28,7 @@ CSV_COLUMNS = (
 def _row(alert: Alert) -> tuple[str, ...]:
     f = alert.flow
     return (
-        iso(f.start), alert.category, alert.rule_name, alert.severity, f.group or "", f.device_mac or "",
+        iso(f.start), alert.category, alert.rule_name, alert.severity, alert.group, f.device_mac or "",
         f.device_ip or "", f.device_manufacturer or "", f.destination.ip, str(f.destination.port or ""),
         f.transport_name, f.destination_domain or "", f.destination_country or "",
         str(f.destination_asn or ""), alert.event_id,
@@ -46,9 +50,18 @@ class Report:
         if self._csv is not None:
             self._csv.writerow(CSV_COLUMNS)
 
+    async def write(self, verdicts: Sequence[Verdict]) -> None:
+        for verdict in verdicts:
+            self.flow(verdict.flow)
+            for alert in verdict.alerts:
+                self.alert(alert)
+
+    async def flush(self) -> None:
+        self._out.flush()
+
     def flow(self, rec: FlowRecord) -> None:
         self.flows += 1
-        device = rec.device_mac or rec.device_ip
+        device = rec.device
         if device:
             self._devices[device] = rec.device_manufacturer or "unknown"
         if rec.is_egress:
@@ -88,8 +101,8 @@ class Report:
             f = a.flow
             port = f"{f.transport_name}/{f.destination.port}" if f.destination.port else f.transport_name
             table.add_row(
-                iso(f.start)[11:19], a.category, a.rule_name, a.severity, f.group or "",
-                f.device_mac or f.device_ip or "", f.device_manufacturer or "", f.destination.ip, port,
+                iso(f.start)[11:19], a.category, a.rule_name, a.severity, a.group,
+                f.device or "", f.device_manufacturer or "", f.destination.ip, port,
                 f.destination_domain or "", f.destination_country or "", str(f.destination_asn or ""),
             )  # fmt: skip
         console.print(table)

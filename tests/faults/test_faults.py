@@ -234,13 +234,15 @@ def test_spool_drain_throughput(kafka_bootstrap: str, tmp_path: Path) -> None:
     from egress.bus.kafka import KafkaPublisher, ensure_topics
     from egress.bus.spool import Spool
     from egress.config import KafkaConfig
-    from egress.services.agent import SpoolDrainer, flow_message
+    from egress.codec import flow_message
+    from egress.services.agent import SpoolDrainer
     from egress.telemetry import AgentMetrics
 
     from prometheus_client import CollectorRegistry
 
     topic = f"drain-{os.getpid()}-{int(time.time())}.flows"
     spool = Spool(tmp_path / "spool", 1 << 30)
+    spool.start()
     records = [_flow(i) for i in range(50_000)]
     spool.append([flow_message(r) for r in records])
     cfg = KafkaConfig(bootstrap_servers=(kafka_bootstrap,), flows_topic=topic, partitions=4)

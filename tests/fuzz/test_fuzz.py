@@ -8,6 +8,7 @@ never a hang. The figures go to reliability-results/fuzz.json and fuzz-cli.json.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -16,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections import Counter, defaultdict
@@ -26,13 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from egress import compose
 from egress.config import load_config
-from egress.enrich import build_chain
 from egress.errors import InputError
-from egress.localnet import LocalNetworks
-from egress.policy.evaluate import Evaluator
 from egress.policy.schema import default_policy
-from egress.services.analyze import analyze_files
+from egress.services.serve import in_process_main
 from egress.sinks.report import Report
 from tests.conftest import record_result
 from tests.fuzz import make_corpus
@@ -61,29 +59,20 @@ class Outcome:
     libpcap_error: str = ""  # exit 0 without a warning, yet libpcap stops reading the file early: why
 
 
-_local = threading.local()
 _CONFIG = load_config(None, environ={})
 _POLICY = default_policy()
 
 
-def _chain():
-    """One enricher chain per worker thread, reused across its files: `egress analyze A B C`
-    also runs every file through one chain. (Building it loads the OUI registry: ~0.3 s.)"""
-    chain = getattr(_local, "chain", None)
-    if chain is None:
-        chain = _local.chain = build_chain(LocalNetworks(_POLICY.local_networks), None, None)
-    return chain
-
-
 def analyze_one(path: Path, started: dict[Path, float] | None = None) -> Outcome:
-    """Run one file through `analyze_files` and judge it by the allowed outcomes."""
+    """Run one file through the pipeline of `egress analyze`, in-process, and judge it by the allowed outcomes."""
     out = Outcome(path, make_corpus.kind_of(path) if path.name[:4].isdigit() else "")
     t0 = time.monotonic()
     if started is not None:
         started[path] = t0
     report_out = io.StringIO()
     try:
-        result = analyze_files([path], _CONFIG, Evaluator(_POLICY), _chain(), Report("json", report_out))
+        result = compose.analyze(_CONFIG, _POLICY, [path], Report("json", report_out))
+        asyncio.run(in_process_main(result.parts))
     except InputError as exc:
         out.exit, out.errors = 2, [str(exc)]
         if str(path) not in str(exc):

@@ -1,0 +1,275 @@
+"""The composition root: every command's parts, built in one place from the frozen config.
+
+`cli.py` parses arguments and maps errors to exit codes; everything that decides which
+policy, which GeoIP files, which sources, sinks and transports a command gets is here.
+Constructors are inert: what owns a resource (GeoIP readers, the spool, NDJSON files,
+Kafka clients, live captures) is opened by its `start()` when `runtime.Lifecycle`
+starts the parts, in the order they are listed, and closed in reverse.
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from egress.bus.memory import MemoryBus
+from egress.bus.spool import Spool
+from egress.capture.file import FileSource
+from egress.capture.live import LiveSource
+from egress.capture.prefilter import build_filter
+from egress.capture.tshark import tshark_path
+from egress.config import DEFAULT_POLICY_PATH, CaptureConfig, Config, GeoipConfig
+from egress.enrich import Enrichers
+from egress.enrich.oui import ManufNotFoundError, OuiRegistry
+from egress.errors import DependencyMissing, InputError, UsageError
+from egress.flows.meter import FlowMeter
+from egress.localnet import LocalNetworks
+from egress.model import Packet
+from egress.policy.evaluate import Evaluator
+from egress.policy.schema import Policy, default_policy, load_policy
+from egress.services.agent import Capture, Captures, SpoolDrainer
+from egress.services.rules import RulesStage
+from egress.services.serve import AgentParts, InProcessParts
+from egress.sinks import Sink
+from egress.sinks.kafka import KafkaAlerts
+from egress.sinks.metrics import MetricsSink
+from egress.sinks.ndjson import AlertLines, FlowLines
+from egress.sinks.report import Report
+from egress.telemetry import AgentMetrics, MetricsEndpoint, RulesMetrics
+
+__all__ = ["Analysis", "choose_policy", "agent", "rules", "run", "analyze"]
+
+log = structlog.get_logger("egress.compose")
+
+
+def choose_policy(config: Config, explicit: bool) -> tuple[Policy, Path | None]:
+    """The policy, and the file a SIGHUP re-reads (None for the built-in policy). The
+    built-in one is used only when nobody named a policy or a config and the default file
+    is absent: `check`, `analyze` and the services decide alike."""
+    if not explicit and config.policy_file == DEFAULT_POLICY_PATH and not DEFAULT_POLICY_PATH.exists():
+        log.warning("policy_default", reason=f"{DEFAULT_POLICY_PATH} not found; every egress is unexpected under the built-in policy")
+        return default_policy(), None
+    return load_policy(config.policy_file), config.policy_file
+
+
+def _geoip_paths(config: Config, policy: Policy) -> tuple[Path | None, Path | None]:
+    """A database that was not asked for and is not at its default place is skipped, unless
+    the policy needs it: a rule on countries or ASNs must never fail silent."""
+    defaults = GeoipConfig()
+    needs_country = any(r.countries for g in policy.groups for r in (*g.allow, *g.deny))
+    needs_asn = any(r.asns for g in policy.groups for r in (*g.allow, *g.deny))
+    paths: list[Path | None] = []
+    for kind, path, default, needed in (
+        ("country", config.geoip.country_db, defaults.country_db, needs_country),
+        ("asn", config.geoip.asn_db, defaults.asn_db, needs_asn),
+    ):
+        if path is not None and path == default and not path.exists():
+            if needed:
+                rules_on = "countries" if kind == "country" else "ASNs"
+                raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {rules_on} (give --geoip-{kind} or run geoipupdate)")
+            log.warning("geoip_missing", database=kind, path=str(path), effect=f"{kind} fields stay empty")
+            path = None
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+@functools.cache
+def _oui_registry() -> OuiRegistry:
+    """The IEEE registry, parsed once per process (~0.3 s): every source and every file shares it."""
+    try:
+        return OuiRegistry.load()
+    except ManufNotFoundError as exc:
+        raise DependencyMissing(str(exc.strerror)) from None
+
+
+def _enrichers(config: Config, policy: Policy) -> Enrichers:
+    country, asn = _geoip_paths(config, policy)
+    return Enrichers(LocalNetworks(policy.local_networks), country, asn, _oui_registry())
+
+
+def _meter(config: Config, local: LocalNetworks, enrichers: Enrichers) -> FlowMeter:
+    return FlowMeter.from_config(config, local, enrichers.chain())
+
+
+def _file_capture(config: Config, local: LocalNetworks, enrichers: Enrichers, path: Path) -> Capture:
+    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets)
+
+    def packets() -> Iterator[Packet | None]:
+        yield from source.packets()
+        for warning in source.report.warnings:
+            log.warning("capture_warning", file=str(path), message=warning)
+
+    return Capture("pcap", packets, _meter(config, local, enrichers))
+
+
+def _interfaces(config: Config, read: Path | None, interfaces: Sequence[str] | None) -> tuple[str, ...]:
+    tshark_path()
+    if read is not None:
+        if not read.exists():
+            raise InputError(f"{read}: no such file")
+        return ()
+    chosen = tuple(interfaces or config.capture.interfaces)
+    if not chosen:
+        raise UsageError("nothing to capture: give --interface IF or --read PCAP, or set capture.interfaces")
+    try:
+        CaptureConfig(interfaces=chosen)  # the same name check as the config file's
+    except ValidationError as exc:
+        raise UsageError(f"--interface: {exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return chosen
+
+
+def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metrics: AgentMetrics, read: Path | None, interfaces: tuple[str, ...]) -> Captures:
+    """`--read` one file, or one live capture per interface, each with its flow table."""
+    if read is not None:
+        return Captures([_file_capture(config, local, enrichers, read)], metrics)
+    bpf = build_filter(local.networks, config.capture.bpf)
+    captures = []
+    for interface in interfaces:
+        source = LiveSource(
+            interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets,
+            on_drops=metrics.packets_dropped.labels(interface).inc, on_restart=metrics.capture_restarts.labels(interface).inc,
+        )  # fmt: skip
+        captures.append(Capture(interface, source.packets, _meter(config, local, enrichers), open=source.start, close=source.stop))
+    return Captures(captures, metrics)
+
+
+def _agent_metrics(config: Config) -> AgentMetrics:
+    metrics = AgentMetrics()
+    metrics.agent_info.info({"site": config.site, "observer": config.observer_name or socket.gethostname()})
+    return metrics
+
+
+def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: Sequence[str] | None) -> AgentParts:
+    from egress.bus.kafka import KafkaPublisher, Topics
+
+    chosen = _interfaces(config, read, interfaces)
+    policy, _ = choose_policy(config, explicit_policy)
+    local = LocalNetworks(policy.local_networks)
+    enrichers = _enrichers(config, policy)
+    metrics = _agent_metrics(config)
+    captures = _captures(config, local, enrichers, metrics, read, chosen)
+    kafka, topic = config.kafka, config.kafka.flows_topic
+    endpoint = MetricsEndpoint(config.metrics.listen)
+    if config.spool.path is None:  # no spool: Kafka must be there at start (exit 3 otherwise)
+        publisher = KafkaPublisher(kafka)
+        return AgentParts([enrichers, endpoint, Topics(kafka, [topic]), publisher], captures, metrics, topic, enrichers.reopen, publisher=publisher)
+
+    async def connect() -> KafkaPublisher:
+        await Topics(kafka, [topic]).start()
+        publisher = KafkaPublisher(kafka)
+        await publisher.start()
+        return publisher
+
+    spool = Spool(config.spool.path, config.spool.max_bytes, on_drop=metrics.spool_dropped.inc)
+    drainer = SpoolDrainer(spool, connect, topic, metrics)
+    return AgentParts([enrichers, endpoint, spool], captures, metrics, topic, enrichers.reopen, spool=spool, drainer=drainer)
+
+
+def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tuple[list[object], RulesStage, Callable[[], None]]:
+    """The parts to start, the stage, and what stops it (SIGTERM)."""
+    from egress.bus.kafka import KafkaPublisher, KafkaSubscriber, Topics
+
+    kafka = config.kafka
+    policy, policy_path = choose_policy(config, explicit_policy)
+    metrics = RulesMetrics()
+    publisher = KafkaPublisher(kafka)
+    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag)
+    sinks: list[Sink] = [MetricsSink(metrics), KafkaAlerts(publisher, kafka.alerts_topic)]
+    components: list[object] = [MetricsEndpoint(config.metrics.listen), Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic]), publisher]
+    if alerts_out is not None:
+        lines = AlertLines(alerts_out)
+        sinks.append(lines)
+        components.append(lines)
+    components.append(subscriber)
+    stage = RulesStage(Evaluator(policy), subscriber, sinks, metrics, dead_letters=publisher, dead_letter_topic=kafka.dead_letter_topic, policy_path=policy_path)
+    return components, stage, subscriber.request_stop
+
+
+def _in_process(config: Config, policy: Policy, policy_path: Path | None, sinks: Sequence[Sink], metrics: RulesMetrics) -> tuple[MemoryBus, RulesStage]:
+    bus = MemoryBus(config.kafka.flows_topic)
+    stage = RulesStage(Evaluator(policy), bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path)
+    return bus, stage
+
+
+def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Sequence[str] | None, alerts_out: Path | None, linger: bool) -> InProcessParts:
+    chosen = _interfaces(config, read, interfaces)
+    policy, policy_path = choose_policy(config, explicit_policy)
+    local = LocalNetworks(policy.local_networks)
+    enrichers = _enrichers(config, policy)
+    agent_metrics, rules_metrics = _agent_metrics(config), RulesMetrics()
+    lines = AlertLines(alerts_out)
+    bus, stage = _in_process(config, policy, policy_path, [MetricsSink(rules_metrics), lines], rules_metrics)
+    captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
+    components = [enrichers, MetricsEndpoint(config.metrics.listen), lines]
+    return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What an `analyze` run came to; `input_errors` are files that could not be read (exit 2)."""
+
+    parts: InProcessParts
+    report: Report
+    packets: int = 0
+    warnings: list[str] = field(default_factory=list)
+    input_errors: list[str] = field(default_factory=list)
+
+    @property
+    def flows(self) -> int:
+        return self.parts.stage.evaluated
+
+    @property
+    def alerts(self) -> int:
+        return self.parts.stage.alerts
+
+
+def analyze(
+    config: Config, policy: Policy, files: Sequence[Path], report: Report, *,
+    flows_out: Path | None = None, progress: Callable[[int], None] | None = None,
+) -> Analysis:  # fmt: skip
+    """Each file through its own flow table, one after another, into the rules stage of
+    `run` with the report (and the flows file) as sinks. A file that cannot be read is
+    logged and kept in `input_errors`; the others are analysed."""
+    local = LocalNetworks(policy.local_networks)
+    enrichers = _enrichers(config, policy)
+    sinks: list[Sink] = [report]
+    components: list[object] = [enrichers]
+    if flows_out is not None:
+        flows = FlowLines(flows_out)
+        sinks.append(flows)
+        components.append(flows)
+    metrics = AgentMetrics(CollectorRegistry())  # nothing serves them: a registry of the run's own
+    bus, stage = _in_process(config, policy, None, sinks, RulesMetrics(CollectorRegistry()))
+    parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
+    analysis = Analysis(parts, report)
+    parts.captures = [Captures([_analyzed_file(config, local, enrichers, path, analysis, progress)], metrics) for path in files]
+    return analysis
+
+
+def _analyzed_file(config: Config, local: LocalNetworks, enrichers: Enrichers, path: Path, analysis: Analysis, progress: Callable[[int], None] | None) -> Capture:
+    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, progress=progress)
+    meter = _meter(config, local, enrichers)
+
+    def packets() -> Iterator[Packet | None]:
+        try:
+            yield from source.packets()
+        except InputError as exc:
+            analysis.input_errors.append(str(exc))
+            log.error("capture_unreadable", file=str(path), reason=str(exc))
+            return
+        finally:
+            analysis.packets += source.report.packets
+        for warning in source.report.warnings:
+            analysis.warnings.append(warning)
+            log.warning("capture_warning", file=str(path), message=warning)
+        log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
+
+    return Capture(str(path), packets, meter)
+

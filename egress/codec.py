@@ -204,7 +204,7 @@ def decode_flow(data: bytes) -> FlowRecord:
         raise DecodeError(f"not JSON: {exc}") from None
     if doc.__class__ is not dict:
         raise DecodeError("not a JSON object")
-    ext = doc.get("egress")
+    ext: dict[str, Any] = doc.get("egress") or _EMPTY
     version = ext.get("schema_version") if ext.__class__ is dict else None
     if version != SCHEMA_VERSION:
         raise DecodeError(f"unsupported schema version {version!r}")

@@ -22,7 +22,7 @@ __all__ = ["AgentMetrics", "RulesMetrics", "MetricsEndpoint", "serve_metrics", "
 
 log = structlog.get_logger("egress.telemetry")
 _BRANDS = frozenset(BRANDS)
-disable_created_metrics()  # the *_created series double every counter for no use in alerting
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client; the *_created series double every counter for no use in alerting
 
 
 def vendor_label(manufacturer: str | None) -> str:
@@ -119,4 +119,4 @@ def serve_metrics(listen: str) -> str:
     host = host.strip("[]") or "127.0.0.1"
     server, _thread = start_http_server(int(port), addr=host)
     bound_host, bound_port = server.server_address[:2]
-    return f"{bound_host}:{bound_port}"
+    return f"{bound_host!s}:{bound_port}"

@@ -7,9 +7,9 @@ subscribes to (alerts, dead letters in `run`) swallows what is sent to it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
-from egress.bus import Message
+from egress.bus import Message, Record
 
 __all__ = ["MemoryBus"]
 
@@ -52,7 +52,7 @@ class MemoryBus:
             if ended:
                 return
 
-    async def commit(self, batch: list[Message]) -> None:
+    async def commit(self, batch: Sequence[Record]) -> None:
         return None
 
     async def stop(self) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import structlog
@@ -91,7 +91,8 @@ class Spool:
     def _count(self, seg: int, offset: int) -> int:
         return sum(1 for _ in self._frames(seg, offset))
 
-    def _frames(self, seg: int, offset: int):  # noqa: ANN202 - iterator of (end offset, key, value)
+    def _frames(self, seg: int, offset: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """(end offset, key, value) of each whole frame from `offset`."""
         try:
             data = self._seg_path(seg).read_bytes()
         except FileNotFoundError:

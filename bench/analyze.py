@@ -2,7 +2,8 @@
 """Throughput and memory of `egress analyze` against the naive tshark floor and pyshark.
 
     /tmp/venv/bin/python bench/analyze.py [--packets N ...] [--keep] [--reps 3]
-                                          [--egress PATH] [--only floor,egress,pyshark]
+                                          [--egress PATH] [--compare PATH]
+                                          [--only floor,egress,pyshark]
 
 For each N (default 100000 and 1000000): generate (or reuse from bench/out/) a
 camera-VLAN capture with make_camera_capture.py, cut its first --slice (2,000)
@@ -11,6 +12,8 @@ method, then rep 2, ...), every command under procwatch.measure():
 
   floor          tshark -n -r F -T fields -e <the 18 fields egress extracts>  > /dev/null
   egress         egress analyze F --policy deploy/policy.example.yaml --format json > /dev/null
+  egress (compare)  the same with --compare's executable (e.g. the previous commit's
+                 venv), interleaved with the others: before/after in one run
   pyshark        pyshark.FileCapture(slice) iterated, touching pkt.length (own process)
   floor (slice)  the floor command on the slice, to show tshark's fixed start-up cost
 
@@ -261,6 +264,8 @@ def bench(n: int, a, egress: str | None) -> dict:
     if "egress" in only:
         plan.append(("egress analyze", egress_cmd(egress or "egress", pcap, a.egress_extra),
                      n))
+        if a.compare:
+            plan.append((f"egress analyze (compare: {a.compare})", egress_cmd(a.compare, pcap, a.egress_extra), n))
     if "pyshark" in only:
         plan.append((f"pyshark FileCapture (first {a.slice:,})", pyshark_cmd(a.python, sl),
                      a.slice))
@@ -379,6 +384,7 @@ def main(argv=None) -> int:
     ap.add_argument("--slice", type=int, default=2000, help="packets fed to pyshark")
     ap.add_argument("--egress", help="egress executable (default: next to this Python, "
                                      "else on PATH)")
+    ap.add_argument("--compare", metavar="PATH", help="a second egress executable, run interleaved with the first")
     ap.add_argument("--geoip-country", help="passed to egress (default: see geoip_args)")
     ap.add_argument("--geoip-asn", help="passed to egress")
     ap.add_argument("--egress-arg", action="append", default=[], metavar="ARG",

@@ -32,7 +32,7 @@ WAIT_S = 90
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by deploy/kafka/broker")
+    config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by dev/kafka/broker")
 
 
 def tool(name: str, package: str) -> str:

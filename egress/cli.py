@@ -89,14 +89,10 @@ def _explicit_policy(args: argparse.Namespace) -> bool:
 
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
     from egress import compose
-    from egress.capture.tshark import tshark_path
     from egress.services.serve import in_process_main
     from egress.sinks.report import Report
 
-    tshark_path()
-    for path in args.pcaps:
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
+    compose.check_inputs(args.pcaps)
     policy, _ = compose.choose_policy(config, _explicit_policy(args))
     with ExitStack() as stack:
         progress = stack.enter_context(_Progress(args.pcaps)) if sys.stderr.isatty() else None

@@ -44,7 +44,7 @@ from egress.sinks.ndjson import AlertLines, FlowLines
 from egress.sinks.report import Report
 from egress.telemetry import AgentMetrics, MetricsEndpoint, RulesMetrics
 
-__all__ = ["Analysis", "choose_policy", "agent", "rules", "run", "analyze"]
+__all__ = ["Analysis", "check_inputs", "choose_policy", "agent", "rules", "run", "analyze"]
 
 log = structlog.get_logger("egress.compose")
 
@@ -89,9 +89,9 @@ def _oui_registry() -> OuiRegistry:
         raise DependencyMissing(str(exc.strerror)) from None
 
 
-def _enrichers(config: Config, policy: Policy) -> Enrichers:
+def _enrichers(config: Config, policy: Policy, metrics: AgentMetrics) -> Enrichers:
     country, asn = _geoip_paths(config, policy)
-    return Enrichers(LocalNetworks(policy.local_networks), country, asn, _oui_registry())
+    return Enrichers(LocalNetworks(policy.local_networks), country, asn, _oui_registry(), on_error=metrics.enrich_error)
 
 
 def _meter(config: Config, local: LocalNetworks, enrichers: Enrichers) -> FlowMeter:
@@ -106,15 +106,23 @@ def _file_capture(config: Config, local: LocalNetworks, enrichers: Enrichers, pa
         for warning in source.report.warnings:
             log.warning("capture_warning", file=str(path), message=warning)
 
-    return Capture("pcap", packets, _meter(config, local, enrichers))
+    return Capture("pcap", packets, _meter(config, local, enrichers), skipped=lambda: source.report.frames_skipped)
+
+
+def check_inputs(files: Sequence[Path]) -> None:
+    """tshark is there and every capture file exists, before anything starts."""
+    tshark_path()
+    for path in files:
+        if not path.exists():
+            raise InputError(f"{path}: no such file")
 
 
 def _interfaces(config: Config, read: Path | None, interfaces: Sequence[str] | None) -> tuple[str, ...]:
-    tshark_path()
+    """The interfaces to capture on, checked; none for `--read`."""
     if read is not None:
-        if not read.exists():
-            raise InputError(f"{read}: no such file")
+        check_inputs([read])
         return ()
+    tshark_path()
     chosen = tuple(interfaces or config.capture.interfaces)
     if not chosen:
         raise UsageError("nothing to capture: give --interface IF or --read PCAP, or set capture.interfaces")
@@ -134,7 +142,7 @@ def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metric
     for interface in interfaces:
         source = LiveSource(
             interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets,
-            on_drops=metrics.packets_dropped.labels(interface).inc, on_restart=metrics.capture_restarts.labels(interface).inc,
+            on_drops=functools.partial(metrics.capture_dropped, interface), on_restart=metrics.capture_restarts.labels(interface).inc,
         )  # fmt: skip
         captures.append(Capture(interface, source.packets, _meter(config, local, enrichers), open=source.start, close=source.stop))
     return Captures(captures, metrics)
@@ -152,22 +160,23 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
     chosen = _interfaces(config, read, interfaces)
     policy, _ = choose_policy(config, explicit_policy)
     local = LocalNetworks(policy.local_networks)
-    enrichers = _enrichers(config, policy)
     metrics = _agent_metrics(config)
+    enrichers = _enrichers(config, policy, metrics)
     captures = _captures(config, local, enrichers, metrics, read, chosen)
     kafka, topic = config.kafka, config.kafka.flows_topic
     endpoint = MetricsEndpoint(config.metrics.listen)
     if config.spool.path is None:  # no spool: Kafka must be there at start (exit 3 otherwise)
-        publisher = KafkaPublisher(kafka)
+        publisher = KafkaPublisher(kafka, on_error=metrics.flow_publish_failed)
         return AgentParts([enrichers, endpoint, Topics(kafka, [topic]), publisher], captures, metrics, topic, enrichers.reopen, publisher=publisher)
 
-    async def connect() -> KafkaPublisher:
+    async def connect() -> KafkaPublisher:  # its errors are the drainer's (kafka_unavailable_spooling)
         await Topics(kafka, [topic]).start()
         publisher = KafkaPublisher(kafka)
         await publisher.start()
         return publisher
 
-    spool = Spool(config.spool.path, config.spool.max_bytes, on_drop=metrics.spool_dropped.inc)
+    max_bytes = config.spool.max_bytes
+    spool = Spool(config.spool.path, max_bytes, on_drop=lambda records, segment: metrics.spool_full_dropped_oldest(records, segment, max_bytes))
     drainer = SpoolDrainer(spool, connect, topic, metrics)
     return AgentParts([enrichers, endpoint, spool], captures, metrics, topic, enrichers.reopen, spool=spool, drainer=drainer)
 
@@ -179,8 +188,8 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
     kafka = config.kafka
     policy, policy_path = choose_policy(config, explicit_policy)
     metrics = RulesMetrics()
-    publisher = KafkaPublisher(kafka)
-    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag)
+    publisher = KafkaPublisher(kafka, on_error=metrics.alert_publish_failed)  # alerts and dead letters
+    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag, on_commit_refused=metrics.commit_refused)
     sinks: list[Sink] = [MetricsSink(metrics), KafkaAlerts(publisher, kafka.alerts_topic)]
     components: list[object] = [MetricsEndpoint(config.metrics.listen), Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic]), publisher]
     if alerts_out is not None:
@@ -202,8 +211,8 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     chosen = _interfaces(config, read, interfaces)
     policy, policy_path = choose_policy(config, explicit_policy)
     local = LocalNetworks(policy.local_networks)
-    enrichers = _enrichers(config, policy)
     agent_metrics, rules_metrics = _agent_metrics(config), RulesMetrics()
+    enrichers = _enrichers(config, policy, agent_metrics)
     lines = AlertLines(alerts_out)
     bus, stage = _in_process(config, policy, policy_path, [MetricsSink(rules_metrics), lines], rules_metrics)
     captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
@@ -238,14 +247,14 @@ def analyze(
     `run` with the report (and the flows file) as sinks. A file that cannot be read is
     logged and kept in `input_errors`; the others are analysed."""
     local = LocalNetworks(policy.local_networks)
-    enrichers = _enrichers(config, policy)
+    metrics = AgentMetrics(CollectorRegistry())  # nothing serves them: a registry of the run's own
+    enrichers = _enrichers(config, policy, metrics)
     sinks: list[Sink] = [report]
     components: list[object] = [enrichers]
     if flows_out is not None:
         flows = FlowLines(flows_out)
         sinks.append(flows)
         components.append(flows)
-    metrics = AgentMetrics(CollectorRegistry())  # nothing serves them: a registry of the run's own
     bus, stage = _in_process(config, policy, None, sinks, RulesMetrics(CollectorRegistry()))
     parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
     analysis = Analysis(parts, report)
@@ -271,5 +280,5 @@ def _analyzed_file(config: Config, local: LocalNetworks, enrichers: Enrichers, p
             log.warning("capture_warning", file=str(path), message=warning)
         log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
 
-    return Capture(str(path), packets, meter)
+    return Capture(str(path), packets, meter, skipped=lambda: source.report.frames_skipped)
 

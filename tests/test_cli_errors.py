@@ -180,3 +180,17 @@ def test_policy_groups_can_share_keys_through_a_merge_key(tmp_path: Path) -> Non
     proc = run_egress("check", "--policy", policy)
     assert proc.returncode == 0, proc.stderr
     assert f"policy OK: {policy} (2 groups, 2 rules" in proc.stdout
+
+
+def test_capture_bpf_that_would_mean_something_else_per_vlan_depth_exits_2(tmp_path: Path) -> None:
+    """`capture.bpf` with `vlan` or an unbalanced `)` is refused in one located line;
+    pcap-filter's escaped keyword (`ip proto \\tcp`) is accepted."""
+    cfg = tmp_path / "egress.yaml"
+    for bpf, message in (("vlan 20", "cannot use `vlan`"), ("tcp) or (udp", "unbalanced parentheses")):
+        cfg.write_text(f"site: x\ncapture:\n  bpf: {bpf}\n")
+        proc = run_egress("check", "--config", cfg, "--policy", POLICY)
+        assert proc.returncode == 2
+        errors = _errors(proc.stderr)
+        assert len(errors) == 1 and errors[0].startswith(f"egress: {cfg}:3: capture.bpf: ") and message in errors[0]
+    cfg.write_text("site: x\ncapture:\n  bpf: ip proto \\tcp\n")
+    assert run_egress("check", "--config", cfg, "--policy", POLICY).returncode == 0

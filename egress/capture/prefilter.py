@@ -7,6 +7,14 @@ least one non-local endpoint, and DNS (port 53) even between local hosts, becaus
 answers from a site resolver are how egress learns destination names. The flow table
 applies the same rule in Python (`flows.scope`), so the filter only changes speed,
 never results.
+
+The rule, and the user's `capture.bpf` with it, holds untagged and inside up to three
+VLAN tags (802.1Q, 802.1ad QinQ, VLAN 0). Limits:
+- a frame with four tags or more is dropped (each depth writes the rule again);
+- PPPoE session frames pass whole, unfiltered by `capture.bpf` too: libpcap reads inside
+  PPPoE only after its `pppoes` keyword, which moves the offsets for the rest of the
+  expression, as `vlan` does, and no `vlan` may follow it.
+For the same reason `capture.bpf` may not use `vlan`, `mpls`, `pppoes` or `geneve`.
 """
 
 from __future__ import annotations
@@ -19,41 +27,59 @@ __all__ = ["build_filter", "validate_bpf_text"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_MAX_TAGS = 3  # VLAN tags deep; the program grows ~120 instructions a depth (the kernel takes 4096)
+
 
 def _nets(direction: str, networks: Iterable[IPNetwork]) -> str:
     return "(" + " or ".join(f"{direction} net {n.with_prefixlen}" for n in networks) + ")"
 
 
 def build_filter(local_networks: Iterable[IPNetwork], extra: str = "", vlan: bool = True) -> str:
-    """BPF text: non-local IP or DNS, also inside one or two VLAN tags (802.1Q/802.1ad);
-    PPPoE session frames pass whole.
+    """BPF text: non-local IP or DNS, ANDed with `extra`, untagged and inside up to three
+    VLAN tags; PPPoE session frames pass whole.
 
     libpcap's `vlan` keyword shifts the offsets for the rest of the expression, so the
-    untagged case comes first and each deeper tag nests inside the previous one.
+    untagged case comes first, each deeper tag nests inside the previous one, and the
+    whole rule, `extra` included, is written again at each depth (ANDed once at the end,
+    `extra` would be read at the deepest tag's offsets for every frame).
     """
     nets = list(local_networks)
-    core = "(ip or ip6)"
+    rule = "(ip or ip6)"
     if nets:
-        core = f"((ip or ip6) and (not ({_nets('src', nets)} and {_nets('dst', nets)}) or port 53))"
-    if vlan:
-        # PPPoE sessions (a site behind a DSL uplink) pass whole: the `pppoes` keyword
-        # would shift the offsets of every branch after it, `ether proto` does not.
-        inner = f"({core} or ether proto 0x8864)"
-        text = f"({inner} or (vlan and ({inner} or (vlan and {inner}))))"
-    else:
-        text = core
+        rule = f"((ip or ip6) and (not ({_nets('src', nets)} and {_nets('dst', nets)}) or port 53))"
     if extra.strip():
-        text = f"{text} and ({extra.strip()})"
+        rule = f"({rule} and ({extra.strip()}))"
+    if not vlan:
+        return rule
+    # PPPoE sessions (a site behind a DSL uplink) pass whole: the `pppoes` keyword
+    # would shift the offsets of every branch after it, `ether proto` does not.
+    depth = f"({rule} or ether proto 0x8864)"
+    text = depth
+    for _ in range(_MAX_TAGS):
+        text = f"({depth} or (vlan and {text}))"
     return text
 
 
-_SAFE_BPF = re.compile(r"^[A-Za-z0-9 .:/()\[\]&|!<>=+\-*%^~,\"']*$")
+_SAFE_BPF = re.compile(r"^[A-Za-z0-9 .:/()\[\]&|!<>=+\-*%^~,\"'\\]*$")
+_SHIFTS_OFFSETS = re.compile(r"(?<![\w.\-\\])(vlan|mpls|pppoes|geneve)(?![\w.\-])")  # as keywords, not inside a hostname
 
 
 def validate_bpf_text(text: str) -> str | None:
-    """A reason the user's extra filter is refused, or None. Compilation checks the rest."""
+    """A reason the user's extra filter is refused, or None. Compilation checks the rest.
+
+    A backslash is allowed (`ip proto \\tcp`, as pcap-filter writes it): the text is one
+    argument of tcpdump or dumpcap, never seen by a shell."""
     if "\n" in text or "\0" in text:
         return "capture.bpf must be one line"
     if not _SAFE_BPF.match(text):
         return "capture.bpf holds characters that BPF does not use"
+    if keyword := _SHIFTS_OFFSETS.search(text):
+        return f"capture.bpf cannot use `{keyword.group(1)}`: libpcap would read the rest of the filter at shifted offsets (the built-in filter already looks inside VLAN tags)"
+    depth = 0
+    for char in text:  # a `)` closing more than it opened would take the rest out of its AND
+        depth += (char == "(") - (char == ")")
+        if depth < 0:
+            break
+    if depth:
+        return "capture.bpf has unbalanced parentheses"
     return None

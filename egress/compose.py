@@ -175,8 +175,7 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
         await publisher.start()
         return publisher
 
-    max_bytes = config.spool.max_bytes
-    spool = Spool(config.spool.path, max_bytes, on_drop=lambda records, segment: metrics.spool_full_dropped_oldest(records, segment, max_bytes))
+    spool = Spool(config.spool.path, config.spool.max_bytes, on_drop=metrics.spool_full_dropped_oldest)
     drainer = SpoolDrainer(spool, connect, topic, metrics)
     return AgentParts([enrichers, endpoint, spool], captures, metrics, topic, enrichers.reopen, spool=spool, drainer=drainer)
 

@@ -4,10 +4,23 @@ Label values come from bounded sets only: interface names, site, group and rule
 names from the config and policy, categories, severities, catalogue brands and
 country codes. IPs, MACs, ports and hostnames go in records, never in labels:
 prometheus-client never forgets a series.
+
+Every drop, error and state change is one typed event: a method of `AgentMetrics` or
+`RulesMetrics` that counts it (with its bounded labels) and logs its structlog event
+with its fields, so the log and the metric never disagree. Lines go through a
+`BurstSampler` (Akvorado's burst sampler, Vector's `emit()`): per event name, the first
+`burst` lines of each period are logged, the rest only counted, and the next logged line
+of that event carries `suppressed=K`. Bad input cannot flood the log; the counter still
+counts every occurrence. Components outside this module get these methods as callables
+from `egress.compose`, so enrichers, the spool and the capture import no prometheus_client.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, disable_created_metrics, start_http_server
@@ -18,7 +31,7 @@ from egress import __version__
 from egress.enrich.brands import BRANDS
 from egress.errors import EgressError
 
-__all__ = ["AgentMetrics", "RulesMetrics", "MetricsEndpoint", "serve_metrics", "vendor_label"]
+__all__ = ["AgentMetrics", "RulesMetrics", "BurstSampler", "MetricsEndpoint", "serve_metrics", "vendor_label"]
 
 log = structlog.get_logger("egress.telemetry")
 _BRANDS = frozenset(BRANDS)
@@ -32,16 +45,65 @@ def vendor_label(manufacturer: str | None) -> str:
     return manufacturer if manufacturer in _BRANDS else "other"
 
 
+@dataclass(slots=True)
+class _Window:
+    start: float
+    logged: int = 0
+    suppressed: int = 0
+
+
+class BurstSampler:
+    """Per event name: the first `burst` lines of each `period_seconds` pass, the rest are
+    counted as suppressed and reported by the next line of that event that passes.
+    Thread-safe (captures run on threads); time from `clock` (time.monotonic)."""
+
+    def __init__(self, burst: int = 10, period_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._burst = burst
+        self._period = period_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: dict[str, _Window] = {}  # event names are constants: a bounded set
+
+    def admit(self, event: str) -> int | None:
+        """None: drop this line; else log it, with this many lines suppressed before it."""
+        now = self._clock()
+        with self._lock:
+            window = self._windows.get(event)
+            if window is None:
+                window = self._windows[event] = _Window(now)
+            elif now - window.start >= self._period:
+                window.start, window.logged = now, 0
+            if window.logged >= self._burst:
+                window.suppressed += 1
+                return None
+            window.logged += 1
+            suppressed, window.suppressed = window.suppressed, 0
+            return suppressed
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        """Log `event` at `level` if the sampler lets it through."""
+        suppressed = self.admit(event)
+        if suppressed is None:
+            return
+        if suppressed:
+            fields["suppressed"] = suppressed
+        getattr(log, level)(event, **fields)
+
+
 def _build_info(registry: CollectorRegistry) -> None:
     if "egress_build" not in registry._names_to_collectors:  # noqa: SLF001 - one per process
         Info("egress_build", "egress version", registry=registry).info({"version": __version__})
 
 
 class AgentMetrics:
-    """Capture → flows → publish."""
+    """Capture → flows → publish; its events below count and log (sampled)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    ENRICHERS = ("device", "geoip")
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY, sampler: BurstSampler | None = None) -> None:
         _build_info(registry)
+        self.registry = registry
+        self._log = (sampler or BurstSampler()).log
         self.packets_captured = Counter("egress_packets_captured", "Packets that passed the capture filter", ["interface"], registry=registry)
         self.packets_dropped = Counter("egress_packets_dropped", "Packets the kernel or capture dropped", ["interface"], registry=registry)
         self.flows_exported = Counter("egress_flows_exported", "Flow records exported by the flow table", registry=registry)
@@ -51,13 +113,56 @@ class AgentMetrics:
         self.agent_info = Info("egress_agent", "Site and observer of this agent, to join agent metrics on", registry=registry)
         self.capture_restarts = Counter("egress_capture_restarts", "Captures restarted after the interface went away", ["interface"], registry=registry)
         self.frames_skipped = Counter("egress_frames_skipped", "Frames that were not IP or could not be read", ["interface"], registry=registry)
+        self.enrich_errors = Counter("egress_enrich_errors", "Enricher lookups that failed on bad input", ["enricher"], registry=registry)
+        for enricher in self.ENRICHERS:
+            self.enrich_errors.labels(enricher)  # exported as 0 from the start
+
+    # -- events --------------------------------------------------------------------
+    def capture_dropped(self, interface: str, packets: int) -> None:
+        """Packets the kernel or dumpcap dropped on `interface` (from the drop watch's thread too)."""
+        if packets:
+            self.packets_dropped.labels(interface).inc(packets)
+            self._log("warning", "capture_dropped", interface=interface, packets=packets)
+
+    def capture_skipped(self, interface: str, frames: int) -> None:
+        """Frames of `interface` that were not IP or could not be read."""
+        if frames:
+            self.frames_skipped.labels(interface).inc(frames)
+            self._log("info", "capture_skipped", interface=interface, frames=frames)
+
+    def capture_interrupted(self, interface: str, retry_in_seconds: float) -> None:
+        """The interface went away (dumpcap ended): the capture is retried."""
+        self.capture_restarts.labels(interface).inc()
+        self._log("warning", "capture_interrupted", interface=interface, retry_in_seconds=retry_in_seconds)
+
+    def enrich_error(self, enricher: str, reason: str) -> None:
+        """A lookup refused its input (a GeoIP address, a device MAC from a corrupt frame)."""
+        self.enrich_errors.labels(enricher).inc()
+        self._log("warning", "enrich_error", enricher=enricher, reason=reason[:200])
+
+    def kafka_unavailable_spooling(self, reason: str, spooled: int, retry_in_seconds: float) -> None:
+        """A spool drain attempt failed: the records stay spooled and the drain is retried."""
+        self.publish_errors.inc()
+        self._log("warning", "kafka_unavailable_spooling", reason=reason[:200], spooled=spooled, retry_in_seconds=retry_in_seconds)
+
+    def flow_publish_failed(self, records: int, error: BaseException) -> None:
+        """Kafka refused `records` flow records (no spool: the agent stops on it)."""
+        self.publish_errors.inc(records)
+        self._log("error", "flow_publish_failed", records=records, reason=str(error)[:200])
+
+    def spool_full_dropped_oldest(self, records: int, segment: int, max_bytes: int) -> None:
+        """The spool passed `max_bytes`: its oldest segment and `records` undelivered records went."""
+        self.spool_dropped.inc(records)
+        self._log("error", "spool_full_dropped_oldest", segment=segment, records=records, max_bytes=max_bytes)
 
 
 class RulesMetrics:
-    """Flow records → policy → alerts."""
+    """Flow records → policy → alerts; its events below count and log (sampled)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, registry: CollectorRegistry = REGISTRY, sampler: BurstSampler | None = None) -> None:
         _build_info(registry)
+        self.registry = registry
+        self._log = (sampler or BurstSampler()).log
         self.flows_evaluated = Counter("egress_flows_evaluated", "Flow records evaluated", ["site", "group", "verdict"], registry=registry)
         self.alerts = Counter(
             "egress_alerts", "Alerts raised", ["site", "group", "category", "rule", "severity", "vendor", "country"], registry=registry
@@ -67,8 +172,35 @@ class RulesMetrics:
         self.policy_reload_failures = Counter("egress_policy_reload_failures", "Policy reloads refused", registry=registry)
         self.policy_reloads = Counter("egress_policy_reloads", "Policy reloads applied", registry=registry)
         self.consumer_lag = Gauge("egress_consumer_lag_records", "Records in the partition not yet read by this consumer", ["topic", "partition"], registry=registry)
+        self.alert_publish_errors = Counter("egress_alert_publish_errors", "Alert and dead-letter records Kafka did not accept", registry=registry)
+        self.commit_failures = Counter("egress_consumer_commit_failures", "Offset commits refused (the partitions moved on)", registry=registry)
         self._device_labels: dict[str, tuple[str, str, str, str]] = {}
         self._evaluated: dict[tuple[str, str, str], Any] = {}
+
+    # -- events --------------------------------------------------------------------
+    def dead_letter(self, reason: str, partition: int, offset: int) -> None:
+        """An undecodable flow record, sent to the dead-letter topic."""
+        self.deadletter.inc()
+        self._log("warning", "dead_letter", reason=reason[:200], partition=partition, offset=offset)
+
+    def policy_reloaded(self, file: str, groups: int) -> None:
+        self.policy_reloads.inc()
+        self._log("info", "policy_reloaded", file=file, groups=groups)
+
+    def policy_reload_failed(self, file: str, errors: list[str]) -> None:
+        """A reload refused: the previous policy stays in force."""
+        self.policy_reload_failures.inc()
+        self._log("error", "policy_reload_failed", file=file, errors=errors[:20], keeping="previous policy")
+
+    def alert_publish_failed(self, records: int, error: BaseException) -> None:
+        """Kafka refused `records` alerts or dead letters (the batch is not committed)."""
+        self.alert_publish_errors.inc(records)
+        self._log("error", "alert_publish_failed", records=records, reason=str(error)[:200])
+
+    def commit_refused(self, reason: str, partitions: int) -> None:
+        """A commit the group refused: the new owners read those records again."""
+        self.commit_failures.inc()
+        self._log("warning", "commit_refused", reason=reason[:200], partitions=partitions)
 
     def evaluated(self, site: str, group: str, verdict: str, n: int = 1) -> None:
         """flows_evaluated with its children cached: `labels()` costs more than `inc()`."""

@@ -64,7 +64,7 @@ def test_a_torn_frame_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:
 def test_full_spool_drops_oldest_and_counts(tmp_path: Path) -> None:
     """Past max_bytes the oldest segment goes, and the loss is reported, never silent."""
     lost: list[int] = []
-    spool = _started(tmp_path, 8192, segment_bytes=2048, on_drop=lost.append)
+    spool = _started(tmp_path, 8192, segment_bytes=2048, on_drop=lambda records, _segment, _max: lost.append(records))
     for i in range(0, 1000, 10):
         spool.append(msgs(i, 10))
     assert spool.size_bytes <= 8192 + 2048

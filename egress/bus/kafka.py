@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -162,9 +162,10 @@ class _CachedPartitioner:
 
 class KafkaPublisher:
     """`send` queues a message; `flush` waits until all are acknowledged and raises the
-    first delivery error (after counting every failed message)."""
+    first delivery error, after `on_error(failed messages, first error)` (the telemetry
+    event that counts and logs them)."""
 
-    def __init__(self, cfg: KafkaConfig, on_error: Any = None) -> None:
+    def __init__(self, cfg: KafkaConfig, on_error: Callable[[int, BaseException], None] | None = None) -> None:
         self._cfg = cfg
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
@@ -199,7 +200,7 @@ class KafkaPublisher:
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             if self._on_error is not None:
-                self._on_error(len(errors))
+                self._on_error(len(errors), errors[0])
             raise errors[0]
 
     async def stop(self) -> None:
@@ -245,12 +246,17 @@ def _names(partitions: set[TopicPartition]) -> list[str]:
 class KafkaSubscriber:
     """Batches of the flows topic for one member of the consumer group."""
 
-    def __init__(self, cfg: KafkaConfig, topic: str, max_records: int = 2000, on_lag: Any = None) -> None:
+    def __init__(
+        self, cfg: KafkaConfig, topic: str, max_records: int = 2000, on_lag: Any = None,
+        on_commit_refused: Callable[[str, int], None] | None = None,
+    ) -> None:  # fmt: skip
         """`on_lag(topic, partition, records)` after each fetch, `records` None once the
-        partition has moved to another member of the group."""
+        partition has moved to another member of the group; `on_commit_refused(reason,
+        partitions)` when the group refuses a commit (the telemetry event counts and logs it)."""
         self._cfg = cfg
         self._topic = topic
         self._on_lag = on_lag
+        self._on_commit_refused = on_commit_refused
         self._lag_reported: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._progress = _Progress()
@@ -316,7 +322,8 @@ class KafkaSubscriber:
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
-            log.warning("commit_refused", reason=str(exc), partitions=len(offsets))
+            if self._on_commit_refused is not None:
+                self._on_commit_refused(str(exc), len(offsets))
             return
         self._progress.committed.update(offsets)
 

@@ -9,9 +9,10 @@ Format (`spool.path/`): segment files `NNNNNNNNNNNN.seg` of frames
 `[u32 length][u32 crc32][u16 key length][key][value]` (little-endian; crc over
 key-length..value), and `cursor` holding `segment offset` of the next record to send,
 replaced atomically. A frame torn by a crash fails its length or CRC check and ends
-its segment. When the spool would pass `max_bytes`, the oldest segment is dropped: the
-drop is counted and logged (a long outage keeps the recent past, which matters more
-to a SOC than the distant one).
+its segment. When the spool would pass `max_bytes`, the oldest segment is dropped and
+reported to `on_drop(records, segment, max_bytes)`, the telemetry event that counts
+and logs it (a long outage keeps the recent past, which matters more to a SOC than
+the distant one).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Spool:
     """Append batches, read the oldest, acknowledge what was delivered. Single-threaded.
     `start()` opens the directory (and finds what a previous run left), `stop()` closes it."""
 
-    def __init__(self, path: Path, max_bytes: int, *, segment_bytes: int = _SEGMENT_BYTES, on_drop: Callable[[int], None] | None = None) -> None:
+    def __init__(self, path: Path, max_bytes: int, *, segment_bytes: int = _SEGMENT_BYTES, on_drop: Callable[[int, int, int], None] | None = None) -> None:
         self.path = path
         self._max = max_bytes
         self._segment_bytes = max(1024, min(segment_bytes, max_bytes // 4 or 1024))
@@ -152,9 +153,8 @@ class Spool:
             self._cursor = (self._segments[0], 0)
             self._write_cursor()
         self._pending -= lost
-        log.error("spool_full_dropped_oldest", segment=seg, records=lost, max_bytes=self._max)
         if self._on_drop is not None:
-            self._on_drop(lost)
+            self._on_drop(lost, seg, self._max)
 
     # -- reading -----------------------------------------------------------------
     def peek(self, limit: int) -> tuple[list[Message], tuple[int, int]]:

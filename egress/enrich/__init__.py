@@ -9,7 +9,7 @@ the name evidence is per source (each source's packets teach its own table).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -56,14 +56,24 @@ class EnricherChain:
             enricher.enrich(rec)
 
 
+def _named(on_error: Callable[[str, str], None] | None, enricher: str) -> Callable[[str], None] | None:
+    if on_error is None:
+        return None
+    return lambda reason: on_error(enricher, reason)
+
+
 class Enrichers:
     """The enrichers of one process, in order (device first: names key on the device's IP).
     The OUI registry is parsed once; the GeoIP files are opened by `start()`; `chain()` gives
-    each capture source its chain."""
+    each capture source its chain. `on_error(enricher, reason)`: a lookup that refused its
+    input (the telemetry event)."""
 
-    def __init__(self, local: LocalNetworks, country_db: Path | None, asn_db: Path | None, registry: OuiRegistry) -> None:
-        self.device = DeviceEnricher(registry)
-        self.geoip = GeoIpEnricher(country_db, asn_db, local)
+    def __init__(
+        self, local: LocalNetworks, country_db: Path | None, asn_db: Path | None, registry: OuiRegistry,
+        on_error: Callable[[str, str], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.device = DeviceEnricher(registry, _named(on_error, DeviceEnricher.name))
+        self.geoip = GeoIpEnricher(country_db, asn_db, local, _named(on_error, GeoIpEnricher.name))
 
     def start(self) -> None:
         self.geoip.start()

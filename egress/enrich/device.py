@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from egress.enrich.brands import manufacturer
 from egress.enrich.oui import OuiRegistry
 from egress.model import FlowRecord
@@ -11,12 +13,14 @@ __all__ = ["DeviceEnricher"]
 
 class DeviceEnricher:
     """Sets device MAC/IP (the initiator of outbound and internal flows, the responder of
-    inbound ones) and its manufacturer: the catalogue's brand, else the registry's name."""
+    inbound ones) and its manufacturer: the catalogue's brand, else the registry's name.
+    A MAC the registry cannot read is reported to `on_error(reason)` (telemetry counts it)."""
 
     name = "device"
 
-    def __init__(self, registry: OuiRegistry) -> None:
+    def __init__(self, registry: OuiRegistry, on_error: Callable[[str], None] | None = None) -> None:
         self._registry = registry
+        self._on_error = on_error
         self.bad_macs = 0
 
     def enrich(self, rec: FlowRecord) -> None:
@@ -31,8 +35,10 @@ class DeviceEnricher:
         if local.mac:
             try:
                 brand, organization = manufacturer(local.mac, self._registry)
-            except ValueError:  # a garbage MAC from a corrupt frame is not a device's
+            except ValueError as exc:  # a garbage MAC from a corrupt frame is not a device's
                 self.bad_macs += 1
+                if self._on_error is not None:
+                    self._on_error(f"bad MAC: {exc}")
                 return
             rec.device_organization = organization
             rec.device_manufacturer = brand or organization

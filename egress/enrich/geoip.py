@@ -51,11 +51,12 @@ def open_reader(path: Path, kind: str) -> tuple[geoip2.database.Reader, Callable
 
 
 class GeoIpEnricher:
-    """Fills destination country/ASN (and source country of inbound flows)."""
+    """Fills destination country/ASN (and source country of inbound flows). A lookup that
+    refuses its address is reported to `on_error(reason)` (counted and logged by telemetry)."""
 
     name = "geoip"
 
-    def __init__(self, country_db: Path | None, asn_db: Path | None, local: LocalNetworks) -> None:
+    def __init__(self, country_db: Path | None, asn_db: Path | None, local: LocalNetworks, on_error: Callable[[str], None] | None = None) -> None:
         self._paths = (country_db, asn_db)
         self._local = local
         self._country: Callable[[str], Any] | None = None
@@ -63,6 +64,7 @@ class GeoIpEnricher:
         self._readers: list[geoip2.database.Reader] = []
         self._cache: dict[str, tuple[str | None, int | None, str | None]] = {}
         self.lookup_errors = 0
+        self._on_error = on_error
 
     def start(self) -> None:
         self.reopen()
@@ -103,21 +105,26 @@ class GeoIpEnricher:
                 country = self._country(ip).country.iso_code
             except geoip2.errors.AddressNotFoundError:
                 pass
-            except ValueError:
-                self.lookup_errors += 1
+            except ValueError as exc:
+                self._lookup_error(exc)
         if self._asn is not None:
             try:
                 answer = self._asn(ip)
                 asn, asn_org = answer.autonomous_system_number, answer.autonomous_system_organization
             except geoip2.errors.AddressNotFoundError:
                 pass
-            except ValueError:
-                self.lookup_errors += 1
+            except ValueError as exc:
+                self._lookup_error(exc)
         result = (country, asn, asn_org)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[ip] = result
         return result
+
+    def _lookup_error(self, exc: ValueError) -> None:
+        self.lookup_errors += 1
+        if self._on_error is not None:
+            self._on_error(str(exc))
 
     def enrich(self, rec: FlowRecord) -> None:
         if rec.destination.ip not in self._local:

@@ -36,7 +36,8 @@ _HANDOFF_SECONDS = 0.5
 class CapturePump:
     """Runs `packets()` through a FlowMeter on its own thread; batches of messages come
     out of `queue`, then a final None once the source ended (or `stop()` was called).
-    A None from the source is a tick: time passes without packets."""
+    A None from the source is a tick: time passes without packets. `skipped()`: the
+    frames the source has skipped so far (not IP, unreadable), counted as they grow."""
 
     def __init__(
         self,
@@ -47,8 +48,11 @@ class CapturePump:
         loop: asyncio.AbstractEventLoop,
         queue: asyncio.Queue[list[Message] | None],
         on_stop: Callable[[], None] | None = None,
+        skipped: Callable[[], int] | None = None,
     ) -> None:
         self._packets = packets
+        self._skipped = skipped
+        self._skipped_counted = 0
         self._meter = meter
         self._metrics = metrics
         self._interface = interface
@@ -93,6 +97,7 @@ class CapturePump:
                 if counted >= _BATCH or pkt is None:
                     captured.inc(counted)
                     counted = 0
+                    self._count_skipped()
                 if batch:
                     now = time.monotonic()
                     if len(batch) >= _BATCH or now - last >= _HANDOFF_SECONDS:
@@ -104,6 +109,7 @@ class CapturePump:
             self.error = exc
         finally:
             captured.inc(counted)
+            self._count_skipped()
             try:
                 batch += [flow_message(rec) for rec in self._meter.flush()]
                 if batch:
@@ -111,17 +117,25 @@ class CapturePump:
             finally:
                 self._hand(None)
 
+    def _count_skipped(self) -> None:
+        if self._skipped is not None:
+            total = self._skipped()
+            self._metrics.capture_skipped(self._interface, total - self._skipped_counted)
+            self._skipped_counted = total
+
 
 @dataclass(frozen=True, slots=True)
 class Capture:
     """One source of packets and the flow meter its packets go through. `open` and `close`
-    (a live interface's dumpcap) where the source holds a process."""
+    (a live interface's dumpcap) where the source holds a process; `skipped`, the frames
+    the source skipped so far (egress_frames_skipped_total)."""
 
     name: str
     packets: Callable[[], Iterator[Packet | None]]
     meter: FlowMeter
     open: Callable[[], None] | None = None
     close: Callable[[], None] | None = None
+    skipped: Callable[[], int] | None = None
 
 
 class Captures:
@@ -145,7 +159,9 @@ class Captures:
             if capture.open is not None:
                 capture.open()
             self._opened.append(capture)
-            self._pumps.append(CapturePump(capture.packets, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close))
+            self._pumps.append(
+                CapturePump(capture.packets, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close, skipped=capture.skipped)
+            )
 
     def run(self) -> None:
         for pump in self._pumps:
@@ -234,8 +250,7 @@ class SpoolDrainer:
                     await self._publisher.send(self._topic, message)
                 await self._publisher.flush()
             except (EgressError, KafkaError, OSError, asyncio.TimeoutError) as exc:
-                self._metrics.publish_errors.inc()
-                log.warning("kafka_unavailable_spooling", reason=str(exc)[:200], spooled=len(self._spool), retry_in_seconds=pause)
+                self._metrics.kafka_unavailable_spooling(str(exc), len(self._spool), pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
                 continue

@@ -107,8 +107,7 @@ class RulesStage:
         return verdicts, dead
 
     def _dead_letter(self, msg: Record, reason: str) -> Message:
-        self._metrics.deadletter.inc()
-        log.warning("dead_letter", reason=reason[:200], partition=msg.partition, offset=msg.offset)
+        self._metrics.dead_letter(reason, msg.partition, msg.offset)
         headers = (("reason", reason.encode("utf-8", "replace")[:1000]), ("source-topic", msg.topic.encode()),
                    ("source-partition", str(msg.partition).encode()), ("source-offset", str(msg.offset).encode()))  # fmt: skip
         return Message(msg.key, msg.value or b"", headers)
@@ -121,9 +120,7 @@ class RulesStage:
         try:
             policy = load_policy(self._policy_path)
         except EgressError as exc:
-            self._metrics.policy_reload_failures.inc()
-            log.error("policy_reload_failed", file=str(self._policy_path), errors=str(exc).splitlines()[:20], keeping="previous policy")
+            self._metrics.policy_reload_failed(str(self._policy_path), str(exc).splitlines())
             return
         self.evaluator = self.evaluator.with_policy(policy)
-        self._metrics.policy_reloads.inc()
-        log.info("policy_reloaded", file=str(self._policy_path), groups=len(policy.groups))
+        self._metrics.policy_reloaded(str(self._policy_path), len(policy.groups))

@@ -65,11 +65,11 @@ class _Loader(yaml.SafeLoader):
         super().__init__(stream)
         self._open: set[str] = set()  # anchors of the nodes being composed
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:  # PyYAML's own signature
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
         if isinstance(event, yaml.AliasEvent):
             if event.anchor in self._open:
-                raise yaml.composer.ComposerError(None, None, f"recursive alias: *{event.anchor} stands inside its own anchor &{event.anchor}", event.start_mark)
+                raise yaml.composer.ComposerError(None, None, f"recursive alias: *{event.anchor} stands inside its own anchor &{event.anchor}", event.start_mark)  # type: ignore[arg-type]  # the C loader's Mark is the same shape
             return super().compose_node(parent, index)
         if event.anchor is None:
             return super().compose_node(parent, index)
@@ -130,7 +130,7 @@ class _Builder:
 
     def _key(self, node: yaml.Node, loc: Loc) -> Any:
         if not isinstance(node, yaml.ScalarNode):
-            raise _Refused(node, loc, f"a key must be a single value, not a {node.id}")
+            raise _Refused(node, loc, f"a key must be a single value, not a {_kind(node)}")
         return self._construct(node, loc)
 
     def _construct(self, node: yaml.Node, loc: Loc) -> Any:
@@ -144,12 +144,18 @@ class _Builder:
             raise _Refused(node, loc, f"not a valid {_short(node.tag).removeprefix('!!')}: {exc}") from None
 
 
+def _kind(node: yaml.Node) -> str:
+    return {yaml.ScalarNode: "scalar", yaml.SequenceNode: "sequence", yaml.MappingNode: "mapping"}.get(type(node), "node")
+
+
 def _merge_sources(node: yaml.Node, loc: Loc) -> list[yaml.MappingNode]:
-    sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    sources: list[yaml.Node] = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    mappings: list[yaml.MappingNode] = []
     for source in sources:
         if not isinstance(source, yaml.MappingNode):
-            raise _Refused(source, loc + ("<<",), f"a merge takes a mapping or a list of mappings, not a {source.id}")
-    return sources
+            raise _Refused(source, loc + ("<<",), f"a merge takes a mapping or a list of mappings, not a {_kind(source)}")
+        mappings.append(source)
+    return mappings
 
 
 def _short(tag: str) -> str:

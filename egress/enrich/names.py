@@ -74,9 +74,9 @@ class NameEvidence:
                 for name in names:
                     self._learn(pkt.dst_ip, address, name, first=False)
         if pkt.server_name:
-            name = _clean(pkt.server_name)
-            if name:
-                self._learn(pkt.src_ip, pkt.dst_ip, name, first=True)
+            named = _clean(pkt.server_name)
+            if named:
+                self._learn(pkt.src_ip, pkt.dst_ip, named, first=True)
 
     def enrich(self, rec: FlowRecord) -> None:
         device = rec.device_ip or (rec.source.ip if rec.direction in ("outbound", "internal") else rec.destination.ip)

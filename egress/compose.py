@@ -142,9 +142,10 @@ def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metric
     for interface in interfaces:
         source = LiveSource(
             interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets,
-            on_drops=functools.partial(metrics.capture_dropped, interface), on_restart=metrics.capture_restarts.labels(interface).inc,
+            on_drops=functools.partial(metrics.capture_dropped, interface), on_restart=functools.partial(metrics.capture_interrupted, interface),
         )  # fmt: skip
-        captures.append(Capture(interface, source.packets, _meter(config, local, enrichers), open=source.start, close=source.stop))
+        meter = _meter(config, local, enrichers)
+        captures.append(Capture(interface, source.packets, meter, open=source.start, close=source.stop, skipped=source.frames_skipped))
     return Captures(captures, metrics)
 
 

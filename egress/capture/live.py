@@ -4,8 +4,10 @@ dumpcap (Wireshark's capture engine, the one pyshark and tshark use) captures wi
 the built-in BPF filter in the kernel, so intra-site video never reaches user space,
 and writes pcap to a pipe that `RotatingTshark` dissects. Every second without a
 packet yields None, a tick that lets the flow table expire idle flows on a quiet
-link. If the interface vanishes, dumpcap exits: that is logged and counted, and the
-capture is retried with a growing pause, while the flow table keeps its flows.
+link. If the interface vanishes, dumpcap exits: `on_restart(retry_in_seconds)` is told
+(the telemetry event logs and counts it), and the capture is retried with a growing
+pause, while the flow table keeps its flows. `frames_skipped()` is the frames tshark
+printed that were not IP or could not be read, over every dumpcap and tshark so far.
 Kernel drops are read every second from dumpcap's packet socket (kernelstats.py),
 the rest from dumpcap's figures when it ends. Every child gets SIGKILL if the agent
 dies, so none outlives it.
@@ -57,7 +59,7 @@ class LiveSource:
         buffer_mib: int = 64,
         chunk_packets: int = 100_000,
         on_drops: Callable[[int], None] | None = None,
-        on_restart: Callable[[], None] | None = None,
+        on_restart: Callable[[float], None] | None = None,
     ) -> None:
         self.interface = interface
         self._bpf = bpf
@@ -69,6 +71,8 @@ class LiveSource:
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watch: _DropWatch | None = None
+        self._rot: RotatingTshark | None = None
+        self._skipped_before = 0  # by the tsharks of earlier dumpcaps
 
     def argv(self) -> list[str]:
         return [dumpcap_path(), "-i", self.interface, "-f", self._bpf, "-s", str(self._snaplen), "-B", str(self._buffer), "-P", "-w", "-", "-q"]
@@ -95,6 +99,11 @@ class LiveSource:
         if proc is not None and proc.poll() is None:
             proc.terminate()  # dumpcap writes its statistics and ends the stream
 
+    def frames_skipped(self) -> int:
+        """Read on the thread that iterates `packets()`, where the counts grow."""
+        rot = self._rot
+        return self._skipped_before + (rot.stats.non_ip + rot.stats.bad if rot is not None else 0)
+
     def packets(self) -> Iterator[Packet | None]:
         pause = 1.0
         tshark = tshark_path()
@@ -102,13 +111,14 @@ class LiveSource:
             proc = self._proc or self._open()
             self._proc = proc
             assert proc.stdout is not None and proc.stderr is not None
-            rot = RotatingTshark(
+            rot = self._rot = RotatingTshark(
                 proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk,
                 name=self.interface, interface=self.interface, tick_seconds=1.0,
             )  # fmt: skip
             try:
                 yield from rot.packets()
             finally:
+                self._skipped_before, self._rot = self.frames_skipped(), None
                 if proc.poll() is None:
                     proc.terminate()
                 try:
@@ -125,9 +135,8 @@ class LiveSource:
                 self._proc = None
             if self._stop.is_set():
                 return
-            log.warning("capture_interrupted", interface=self.interface, retry_in_seconds=pause)
             if self._on_restart is not None:
-                self._on_restart()
+                self._on_restart(pause)  # logged and counted as capture_interrupted
             while not self._stop.is_set():
                 waited = 0.0
                 while waited < pause and not self._stop.wait(1.0):

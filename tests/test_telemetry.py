@@ -8,7 +8,7 @@ import asyncio
 import io
 import struct
 import threading
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +23,15 @@ from egress.bus.memory import MemoryBus
 from egress.bus.spool import Spool
 from egress.codec import flow_message
 from egress.config import Config, KafkaConfig
-from egress.enrich import Enrichers
+from egress.enrich import EnricherChain, Enrichers
 from egress.enrich.oui import OuiRegistry
 from egress.errors import DependencyMissing
 from egress.localnet import LocalNetworks
 from egress.model import TCP, Endpoint, FlowRecord
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import default_policy, load_policy
-from egress.services.agent import SpoolDrainer
+from egress.flows.meter import FlowMeter
+from egress.services.agent import Capture, Captures, SpoolDrainer, publish_loop
 from egress.services.rules import RulesStage
 from egress.services.serve import in_process_main
 from egress.sinks.metrics import MetricsSink
@@ -261,6 +262,35 @@ def test_analyze_counts_captured_packets_exported_flows_and_skipped_frames(tmp_p
     assert _value(metrics, "egress_packets_captured_total", interface=str(pcap)) == 2
     assert _value(metrics, "egress_flows_exported_total") == 1
     assert _value(metrics, "egress_build_info", version=__import__("egress").__version__) == 1
+
+
+def test_frames_skipped_by_a_long_running_source_are_counted_as_they_grow() -> None:
+    """A live source's skipped frames are counted at each tick, not only when it ends:
+    egress_frames_skipped_total{interface} follows `skipped()` and `capture_skipped` is logged.
+    (A live tshark needs an interface; tests/live runs the real one.)"""
+    metrics = AgentMetrics(CollectorRegistry())
+    skipped = 0
+    seen: list[float] = []
+
+    def packets() -> Iterator[None]:
+        nonlocal skipped
+        for _ in range(3):
+            skipped += 2
+            yield None  # a tick: the pump counts what was skipped so far
+            seen.append(_value(metrics, "egress_frames_skipped_total", interface="eth1"))
+
+    async def main() -> None:
+        meter = FlowMeter.from_config(Config(), LocalNetworks([]), EnricherChain([]))
+        captures = Captures([Capture("eth1", packets, meter, skipped=lambda: skipped)], metrics)
+        captures.start()
+        captures.run()
+        await publish_loop(captures.queue, MemoryBus("flows"), "flows", metrics)
+        await captures.finish()
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    assert seen == [2, 4, 6]
+    assert [e["frames"] for e in _events(logs, "capture_skipped")] == [2, 2, 2]
 
 
 def test_enrich_errors_count_bad_geoip_addresses_and_bad_macs(geoip: dict[str, Path]) -> None:

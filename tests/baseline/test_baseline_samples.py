@@ -375,3 +375,16 @@ def test_upload_far_past_the_learned_maximum_raises_one_volume_alert_per_window(
         assert datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S") in alert["message"]
     assert alerts[0]["event"]["id"] != alerts[1]["event"]["id"]
     assert _keys(baseline) == {(GROUP, "eyecloud.co.uk", "tcp/443"): ("learned", len(egress))}
+
+
+def test_run_read_gives_the_same_alerts_and_baseline(tmp_path: Path, policy: Path, first_run: dict[str, Any], geoip: dict[str, Path]) -> None:
+    """`egress run --read F --baseline B` raises the same alerts as `analyze` and learns the same keys."""
+    config = tmp_path / "egress.yaml"
+    config.write_text("metrics:\n  listen: 127.0.0.1:0\n")
+    baseline = tmp_path / "baseline.json"
+    proc = run_egress("run", "--config", config, "--read", LEARN_ENFORCE, "--policy", policy, *_geo(geoip), "--baseline", baseline)
+    assert proc.returncode == 0, proc.stderr
+    alerts = ndjson(proc.stdout)
+    assert sorted(map(_key, alerts)) == sorted(map(_key, first_run["alerts"]))
+    assert {a["event"]["id"] for a in alerts} == {a["event"]["id"] for a in first_run["alerts"]}
+    assert _keys(baseline) == KEYS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from egress.enrich.device import DeviceEnricher
+from egress.enrich.oui import OuiRegistry
 from egress.flows.table import FlowSettings, FlowTable
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, LocalNetworks
 from egress.model import ICMP, TCP, UDP, FlowRecord, Packet
@@ -102,3 +104,13 @@ def test_macs_are_ecs_formatted_and_bytes_counted_per_side() -> None:
     assert rec.source.mac == "44-19-B6-12-34-56"
     assert (rec.source.bytes, rec.destination.bytes) == (74, 66)
     assert rec.community_id == "1:" + rec.community_id.split(":", 1)[1] and len(rec.community_id) == 30
+
+
+def test_a_corrupt_frames_mac_is_kept_for_the_device_enricher_to_count() -> None:
+    """A MAC that is no MAC does not stop the flow table; the device enricher counts and skips it."""
+    bad = Packet(0, 100, "zz:not:a:mac", GW_MAC, (20,), CAM, "192.0.2.1", TCP, 50000, 443, 0x02)
+    (rec,) = run([bad])
+    assert rec.source.mac == "ZZ-NOT-A-MAC" and rec.destination.mac == "00-00-5E-00-01-14"
+    device = DeviceEnricher(OuiRegistry(tables={}))
+    device.enrich(rec)
+    assert device.bad_macs == 1 and rec.device_mac == "ZZ-NOT-A-MAC" and rec.device_manufacturer is None

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from egress.enrich.device import DeviceEnricher
+from egress.enrich.oui import OuiRegistry
 from egress.errors import UsageError
-from egress.model import TCP, UDP, Endpoint, FlowRecord
+from egress.flows.table import FlowSettings, FlowTable
+from egress.localnet import DEFAULT_LOCAL_NETWORKS, LocalNetworks
+from egress.model import TCP, UDP, Endpoint, FlowRecord, Packet
 from egress.policy.evaluate import Evaluator
 from egress.policy.schema import Policy, load_policy
 
@@ -129,6 +133,42 @@ def test_policy_errors_are_located_and_refused_whole(tmp_path: Path) -> None:
     text = str(err.value)
     assert f"{path}:1: version:" in text
     assert f"{path}:5: groups.1.match.macs:" in text
+
+
+def _captured(src_mac: str) -> FlowRecord:
+    """One outbound flow as capture makes it: tshark's MAC spelling, the flow table, the device enricher."""
+    table = FlowTable(FlowSettings(), LocalNetworks(DEFAULT_LOCAL_NETWORKS))
+    table.add(Packet(0.0, 74, src_mac, "00:00:5e:00:01:14", (), "10.20.1.11", "198.51.100.10", TCP, 50000, 443, 0x02))
+    (rec,) = table.flush()
+    DeviceEnricher(OuiRegistry(tables={})).enrich(rec)
+    return rec
+
+
+def test_policy_macs_in_any_spelling_match_the_captured_device(tmp_path: Path) -> None:
+    """`macs:` and `devices:` entries written Cisco-dotted, bare or hyphenated match the device MAC
+    the flow table wrote from tshark's colon spelling; another MAC matches neither."""
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "version: 1\n"
+        "devices:\n  - {mac: 4419.B612.3456, name: lamp-01}\n"
+        "groups:\n  - name: by-mac\n    match: {macs: ['4419b6123456', '00-00-5E-00-00-01']}\n"
+    )
+    ev = Evaluator(load_policy(path))
+    verdict = ev.evaluate(_captured("44:19:b6:12:34:56"))
+    assert verdict.group == "by-mac"
+    assert "lamp-01" in verdict.alerts[0].message
+    other = ev.evaluate(_captured("44:19:b6:12:34:57"))
+    assert other.group != "by-mac" and "lamp-01" not in other.alerts[0].message
+
+
+@pytest.mark.parametrize("bad", ["44:19:b6:12:34", "44:19-b6:12:34:56", "4419b612345g"])
+def test_a_policy_mac_that_is_no_mac_is_a_located_error(tmp_path: Path, bad: str) -> None:
+    """A `devices:` MAC that is no MAC is refused with its location and the spellings accepted."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"version: 1\ndevices:\n  - {{mac: '{bad}', name: x}}\n")
+    with pytest.raises(UsageError) as err:
+        load_policy(path)
+    assert f"{path}:3: devices.0.mac:" in str(err.value) and "4419.b612.3456" in str(err.value)
 
 
 def test_example_policy_is_valid() -> None:

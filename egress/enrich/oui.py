@@ -10,7 +10,8 @@ by the IEEE itself or by unrelated companies, so a lookup must try the longest m
 not.
 
 Lookups run once per flow, so the table is a handful of ``int``-keyed dicts (one per mask
-length) and results are memoised per MAC string. Nothing is read at import time.
+length) and results are memoised per MAC string; the MAC itself is read by
+:func:`egress.mac.parse`, every spelling it accepts. Nothing is read at import time.
 """
 
 from __future__ import annotations
@@ -19,25 +20,20 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from egress.mac import is_locally_administered, parse
+
 __all__ = [
     "DEFAULT_MANUF_PATH",
     "ManufNotFoundError",
     "OuiRegistry",
-    "is_locally_administered",
-    "parse_mac",
 ]
 
 DEFAULT_MANUF_PATH = Path("/usr/share/wireshark/manuf")
 
-_LOCAL_BIT = 0x02 << 40  # U/L bit of the first octet, as a bit of the 48-bit integer
 _CACHE_LIMIT = 65_536  # memoised MAC strings; cleared wholesale when full (cheap, bounded)
 
-_CANONICAL = re.compile(r"[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}")
-_SEPARATED = re.compile(r"[0-9A-Fa-f]{1,2}(?:([:-])[0-9A-Fa-f]{1,2}){5}")
-_BARE = re.compile(r"[0-9A-Fa-f]{12}")
 _MA_L = re.compile(r"[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}")
 _BLOCK = re.compile(r"((?:[0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2})/([0-9]{1,2})")
-_DOTTED = re.compile(r"[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}")
 
 
 class ManufNotFoundError(FileNotFoundError):
@@ -50,35 +46,6 @@ class ManufNotFoundError(FileNotFoundError):
             "or point the setting at a Wireshark-format 'manuf' file)",
             str(path),
         )
-
-
-def parse_mac(mac: str) -> int:
-    """Return a MAC address as a 48-bit integer.
-
-    Accepts ``44:19:b6:12:34:56``, ``44-19-B6-12-34-56`` (one separator throughout; single-
-    digit octets as some tools print them are fine), ``4419b6123456`` and Cisco's
-    ``4419.b612.3456``. Anything else raises ``ValueError``.
-    """
-    text = mac.strip()
-    if _CANONICAL.fullmatch(text):  # the common case, what tshark and pyshark print
-        return int(text.replace(text[2], ""), 16)
-    match = _SEPARATED.fullmatch(text)
-    if match is not None:
-        parts = text.split(match.group(1))
-        if len(parts) == 6:  # a mixed "44:19-b6:..." splits into fewer parts
-            return int.from_bytes(bytes(int(p, 16) for p in parts), "big")
-    elif _BARE.fullmatch(text) or _DOTTED.fullmatch(text):
-        return int(text.replace(".", ""), 16)
-    raise ValueError(f"not a MAC address: {mac!r}")
-
-
-def is_locally_administered(mac: str) -> bool:
-    """True when the U/L bit (0x02 of the first octet) is set.
-
-    Such addresses (randomised Wi-Fi MACs, virtual interfaces, some cameras' bridges) are
-    not assigned by the IEEE, so their first three octets name nobody.
-    """
-    return bool(parse_mac(mac) & _LOCAL_BIT)
 
 
 def _parse_prefix(text: str) -> tuple[int, int] | None:
@@ -171,7 +138,7 @@ class OuiRegistry:
                     continue
                 block = _BLOCK.fullmatch(fields[0])
                 if name and block and 1 <= (mask := int(block[2])) <= 48:
-                    value = int(block[1].replace(":", ""), 16) >> (48 - mask)
+                    value = parse(block[1]) >> (48 - mask)
                     tables.setdefault(mask, {}).setdefault(value, name)
                     continue
             if len(fields) == 1:  # hand-edited files may use spaces
@@ -198,8 +165,8 @@ class OuiRegistry:
             return self._cache[mac]
         except KeyError:
             pass
-        value = parse_mac(mac)
-        name = None if value & _LOCAL_BIT else self._find(value)
+        value = parse(mac)
+        name = None if is_locally_administered(value) else self._find(value)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[mac] = name

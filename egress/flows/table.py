@@ -15,6 +15,7 @@ import communityid
 
 from egress.flows.direction import ECHO_REPLIES, ECHO_REQUESTS, responder_by_ports
 from egress.localnet import LocalNetworks
+from egress.mac import record_form
 from egress.model import ICMP, ICMPV6, TCP, UDP, Endpoint, FlowRecord, Packet
 
 __all__ = ["FlowTable", "FlowSettings", "in_scope"]
@@ -154,8 +155,8 @@ class FlowTable:
         if a_init is None:
             by_ports = responder_by_ports(flow.proto, flow.a_port, flow.b_port) if flow.proto in (TCP, UDP) else None
             a_init = True if by_ports is None else not by_ports
-        a = Endpoint(flow.a_ip, flow.a_port, _ecs_mac(flow.a_mac), flow.a_bytes, flow.a_pkts)
-        b = Endpoint(flow.b_ip, flow.b_port, _ecs_mac(flow.b_mac), flow.b_bytes, flow.b_pkts)
+        a = Endpoint(flow.a_ip, flow.a_port, record_form(flow.a_mac), flow.a_bytes, flow.a_pkts)
+        b = Endpoint(flow.b_ip, flow.b_port, record_form(flow.b_mac), flow.b_bytes, flow.b_pkts)
         src, dst = (a, b) if a_init else (b, a)
         src_local, dst_local = src.ip in self._local, dst.ip in self._local
         direction = ("internal" if dst_local else "outbound") if src_local else ("inbound" if dst_local else "external")
@@ -179,11 +180,6 @@ class FlowTable:
 
 def _flip(value: bool | None) -> bool | None:
     return None if value is None else not value
-
-
-def _ecs_mac(mac: str | None) -> str | None:
-    """ECS writes MACs upper case and hyphen-separated."""
-    return mac.upper().replace(":", "-") if mac else None
 
 
 def _community_id(proto: int, src: Endpoint, dst: Endpoint, icmp_type: int, icmp_code: int) -> str:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
+from egress.mac import normalise as normalise_mac
 from egress.yamlfile import load_located, validate
 
 __all__ = ["Policy", "Group", "Match", "RuleEntry", "PortRange", "Destination", "load_policy", "default_policy", "COVERED_VENDORS"]
@@ -20,7 +21,6 @@ Severity = Literal["low", "medium", "high", "critical"]
 
 _PORT = re.compile(r"^(tcp|udp|any)/(\d{1,5})(?:-(\d{1,5}))?$")
 _HOST = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,62})?)(\.[a-z0-9_]([a-z0-9_-]{0,62})?)*\.?$")
-_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
 
 class _Strict(BaseModel):
@@ -69,14 +69,6 @@ def parse_destination(text: str) -> Destination:
     if host.startswith("*."):
         return Destination(suffix=host[1:])
     return Destination(hostname=host)
-
-
-def normalise_mac(text: str) -> str:
-    value = str(text).strip().lower()
-    if not _MAC.match(value):
-        raise ValueError(f"MAC address {text!r} is not like 44:19:b6:12:34:56")
-    digits = re.sub(r"[^0-9a-f]", "", value)
-    return "-".join(digits[i : i + 2] for i in range(0, 12, 2)).upper()
 
 
 class RuleEntry(_Strict):
@@ -140,7 +132,7 @@ class Match(_Strict):
     @field_validator("macs", mode="before")
     @classmethod
     def _macs(cls, value: object) -> tuple[str, ...]:
-        return tuple(normalise_mac(v) for v in _as_list(value))
+        return tuple(normalise_mac(str(v)) for v in _as_list(value))
 
 
 class Group(_Strict):

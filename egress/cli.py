@@ -38,6 +38,11 @@ def _sources(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--read", type=Path, metavar="PCAP", help="read a capture file instead of capturing live")
 
 
+def _baseline_option(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--baseline", type=Path, metavar="F", required=required,
+                        help="the learned baseline file (loaded at start, replaced at exit and every minute; overrides baseline_file)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="egress", description="Where do the cameras' packets go? Egress monitor for IP-camera networks.")
     parser.add_argument("--version", action="version", version=f"egress {__version__}")
@@ -48,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="json: one ECS alert record per line (NDJSON)")
     p.add_argument("--flows-out", type=Path, metavar="F", help="write every flow record as NDJSON to F")
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when any alert was raised")
+    _baseline_option(p)
     _common(p)
 
     p = sub.add_parser("agent", help="capture → flows → enrich → Kafka flows topic", description="The capture agent: publishes flow records to Kafka.")
@@ -62,7 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
     _sources(p)
     p.add_argument("--alerts-out", type=Path, metavar="F", help="alert records as NDJSON to F (default stdout)")
     p.add_argument("--linger", action="store_true", help="after the file, keep serving metrics until SIGTERM")
+    _baseline_option(p)
     _common(p)
+
+    p = sub.add_parser("baseline", help="the learned baseline: learn, show, approve, forget, export",
+                       description="The learned baseline of the policy's groups (a file given with --baseline).")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    v = verbs.add_parser("learn", help="learn from captures: they are the learning period of every scope they show")
+    v.add_argument("pcaps", nargs="+", type=Path, metavar="PCAP")
+    _baseline_option(v, required=True)
+    _common(v)
+    v = verbs.add_parser("show", help="the learned keys per group, with state, first and last seen, flows, bytes")
+    v.add_argument("--format", choices=("table", "json"), default="table")
+    v.add_argument("--group", help="only this group")
+    _baseline_option(v, required=True)
+    _common(v)
+    for verb, what in (("approve", "learned: alerted keys become known"), ("forget", "removed: the next flow is judged anew")):
+        v = verbs.add_parser(verb, help=f"the keys given are {what}")
+        v.add_argument("keys", nargs="+", metavar="KEY", help="scope:identity:port, as `show` prints it")
+        _baseline_option(v, required=True)
+        _common(v)
+    v = verbs.add_parser("export", help="the learned keys as policy allow entries, to paste into a group's allow:")
+    v.add_argument("--group", help="only this group")
+    _baseline_option(v, required=True)
+    _common(v)
 
     p = sub.add_parser("check", help="validate config and policy", description="Validate the config and policy files; print each problem with file and line.")
     _common(p)
@@ -80,6 +109,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         geoip["asn_db"] = args.geoip_asn
     if geoip:
         out["geoip"] = geoip
+    if getattr(args, "baseline", None) is not None:
+        out["baseline_file"] = args.baseline
     return out
 
 
@@ -130,6 +161,12 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     return asyncio.run(in_process_main(compose.run(config, _explicit_policy(args), args.read, args.interface, args.alerts_out, args.linger)))
 
 
+def cmd_baseline(args: argparse.Namespace, config: Config) -> int:
+    from egress.baseline import commands
+
+    return commands.run(args.verb, args, config, _explicit_policy(args))
+
+
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from egress.policy.schema import load_policy
 
@@ -168,7 +205,7 @@ class _Progress:
         self._bar.stop()
 
 
-COMMANDS = {"analyze": cmd_analyze, "agent": cmd_agent, "rules": cmd_rules, "run": cmd_run, "check": cmd_check}
+COMMANDS = {"analyze": cmd_analyze, "agent": cmd_agent, "rules": cmd_rules, "run": cmd_run, "baseline": cmd_baseline, "check": cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

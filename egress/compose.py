@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from egress.bus.memory import MemoryBus
 from egress.bus.spool import Spool
+from egress.baseline.state import BaselineState
+from egress.baseline.store import BaselineFile
 from egress.capture.file import FileSource
 from egress.capture.live import LiveSource
 from egress.capture.prefilter import build_filter
@@ -39,7 +41,7 @@ from egress.services.rules import RulesStage
 from egress.services.serve import AgentParts, InProcessParts
 from egress.sinks import Sink
 from egress.sinks.kafka import KafkaAlerts
-from egress.sinks.metrics import MetricsSink
+from egress.sinks.metrics import BaselineMetrics, MetricsSink
 from egress.sinks.ndjson import AlertLines, FlowLines
 from egress.sinks.report import Report
 from egress.telemetry import AgentMetrics, MetricsEndpoint, RulesMetrics
@@ -201,10 +203,15 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
     return components, stage, subscriber.request_stop
 
 
-def _in_process(config: Config, policy: Policy, policy_path: Path | None, sinks: Sequence[Sink], metrics: RulesMetrics) -> tuple[MemoryBus, RulesStage]:
+def _in_process(config: Config, evaluator: Evaluator, policy_path: Path | None, sinks: Sequence[Sink], metrics: RulesMetrics) -> tuple[MemoryBus, RulesStage]:
     bus = MemoryBus(config.kafka.flows_topic)
-    stage = RulesStage(Evaluator(policy), bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path)
+    stage = RulesStage(evaluator, bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path)
     return bus, stage
+
+
+def _baseline_file(config: Config, state: BaselineState) -> list[object]:
+    """The baseline file to load and keep, where `--baseline`/`baseline_file` names one."""
+    return [BaselineFile(config.baseline_file, state)] if config.baseline_file is not None else []
 
 
 def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Sequence[str] | None, alerts_out: Path | None, linger: bool) -> InProcessParts:
@@ -214,9 +221,12 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     agent_metrics, rules_metrics = _agent_metrics(config), RulesMetrics()
     enrichers = _enrichers(config, policy, agent_metrics)
     lines = AlertLines(alerts_out)
-    bus, stage = _in_process(config, policy, policy_path, [MetricsSink(rules_metrics), lines], rules_metrics)
+    state = BaselineState()
+    evaluator = Evaluator(policy, state)
+    sinks: list[Sink] = [MetricsSink(rules_metrics), BaselineMetrics(rules_metrics, lambda: stage.evaluator), lines]  # a reload replaces the evaluator
+    bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics)
     captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
-    components = [enrichers, MetricsEndpoint(config.metrics.listen), lines]
+    components = [enrichers, *_baseline_file(config, state), MetricsEndpoint(config.metrics.listen), lines]
     return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)
 
 
@@ -241,21 +251,24 @@ class Analysis:
 
 def analyze(
     config: Config, policy: Policy, files: Sequence[Path], report: Report, *,
-    flows_out: Path | None = None, progress: Callable[[int], None] | None = None,
+    flows_out: Path | None = None, progress: Callable[[int], None] | None = None, learn_everything: bool = False,
 ) -> Analysis:  # fmt: skip
     """Each file through its own flow table, one after another, into the rules stage of
     `run` with the report (and the flows file) as sinks. A file that cannot be read is
-    logged and kept in `input_errors`; the others are analysed."""
+    logged and kept in `input_errors`; the others are analysed. `learn_everything`: the
+    files are the baseline's learning period (`egress baseline learn`)."""
     local = LocalNetworks(policy.local_networks)
     metrics = AgentMetrics(CollectorRegistry())  # nothing serves them: a registry of the run's own
     enrichers = _enrichers(config, policy, metrics)
     sinks: list[Sink] = [report]
-    components: list[object] = [enrichers]
+    state = BaselineState()
+    evaluator = Evaluator(policy, state, learn_everything=learn_everything)
+    components: list[object] = [enrichers, *_baseline_file(config, state)]
     if flows_out is not None:
         flows = FlowLines(flows_out)
         sinks.append(flows)
         components.append(flows)
-    bus, stage = _in_process(config, policy, None, sinks, RulesMetrics(CollectorRegistry()))
+    bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(CollectorRegistry()))
     parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
     analysis = Analysis(parts, report)
     parts.captures = [Captures([_analyzed_file(config, local, enrichers, path, analysis, progress)], metrics) for path in files]

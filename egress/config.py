@@ -147,6 +147,7 @@ class Config(_Section):
     spool: SpoolConfig = SpoolConfig()
     metrics: MetricsConfig = MetricsConfig()
     policy_file: Path = DEFAULT_POLICY_PATH
+    baseline_file: Path | None = None  # the learned baseline of `run` and `analyze` (SPEC: Learned baseline)
 
 
 def _verbatim(path: tuple[str, ...]) -> bool:

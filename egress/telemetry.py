@@ -176,6 +176,8 @@ class RulesMetrics:
         self.commit_failures = Counter("egress_consumer_commit_failures", "Offset commits refused (the partitions moved on)", registry=registry)
         self._device_labels: dict[str, tuple[str, str, str, str]] = {}
         self._evaluated: dict[tuple[str, str, str], Any] = {}
+        self.baseline_keys = Gauge("egress_baseline_keys", "Destination keys of the learned baseline", ["site", "group", "state"], registry=registry)
+        self.baseline_learning = Gauge("egress_baseline_learning", "1 while the group's baseline learns", ["site", "group"], registry=registry)
 
     # -- events --------------------------------------------------------------------
     def dead_letter(self, reason: str, partition: int, offset: int) -> None:

@@ -1,10 +1,14 @@
 """Flow record + policy → verdict and alerts (SPEC: Policy file). Pure: no I/O, no clock.
 
 Order: the device's group (first match) → deny (first match alerts) → allow (first
-match is silent) → `default_verdict`. A device whose brand is covered raises one
-covered-vendor alert, the first time it is seen. The only state is that set of
-devices already reported; its alert's `event.id` depends on the device alone, so a
-consumer that restarts and reports a device again writes a recognisable duplicate.
+match is silent) → the learned baseline, where the group has one (`egress.baseline`:
+learned silently while its scope learns, then a new key raises one new-destination
+alert) → `default_verdict`. Where the group watches volume, every egress flow also
+adds to its device's window (one volume alert per window past the limit). A device
+whose brand is covered raises one covered-vendor alert, the first time it is seen.
+State: the devices already reported, and the baseline's; every alert's `event.id`
+is deterministic (flow and rule; device; scope and key; device and window), so a
+consumer that restarts and raises one again writes a recognisable duplicate.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import ipaddress
 from dataclasses import dataclass
 from functools import lru_cache
 
+from egress.baseline.learner import Crossing, Learner
+from egress.baseline.settings import BaselineSettings, resolve
+from egress.baseline.state import BaselineState, Key
 from egress.codec import iso
 from egress.model import Alert, FlowRecord, Verdict
 from egress.policy.schema import Group, Policy, RuleEntry
@@ -22,6 +29,8 @@ __all__ = ["Evaluator", "Verdict", "UNASSIGNED"]
 
 UNASSIGNED = "unassigned"  # the implicit empty group of devices that match no group
 _IMPLICIT = Group(name=UNASSIGNED)
+#: the learner's outcome → the verdict label (egress_flows_evaluated_total{verdict})
+_BASELINE_VERDICTS = {"learned": "learning", "known": "baseline", "held": "new-destination", "new": "new-destination"}
 
 
 def _event_id(*parts: str) -> str:
@@ -78,26 +87,38 @@ class _CompiledGroup:
     group: Group
     deny: tuple[_Rule, ...]
     allow: tuple[_Rule, ...]
+    baseline: BaselineSettings | None
 
 
 class Evaluator:
     """`evaluate(record)` → Verdict. One per policy; replace it to reload."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, baseline: BaselineState | None = None, *, learn_everything: bool = False) -> None:
+        """`baseline`: the learned state to judge with and learn into (a fresh one if None);
+        `learn_everything`: every flow is learned (`egress baseline learn`)."""
         self.policy = policy
+        self.learner = Learner(baseline if baseline is not None else BaselineState(), learn_everything)
         self._covered = {v.casefold() for v in policy.covered_vendors}
         self._covered_brands: dict[str, bool] = {}
         self._vendor_sets = [{v.casefold() for v in (g.match.vendors if g.match else ())} for g in policy.groups]
         self._names = {d.mac: d.name for d in policy.devices}
         self._reported: set[str] = set()
         self._groups: dict[tuple[object, ...], _CompiledGroup] = {}
-        self._compiled = {g.name: _CompiledGroup(g, tuple(map(_Rule, g.deny)), tuple(map(_Rule, g.allow))) for g in (*policy.groups, _IMPLICIT)}
+        self._compiled = {
+            g.name: _CompiledGroup(g, tuple(map(_Rule, g.deny)), tuple(map(_Rule, g.allow)), resolve(policy.baseline, g.baseline))
+            for g in (*policy.groups, _IMPLICIT)
+        }
 
     def with_policy(self, policy: Policy) -> Evaluator:
-        """A new evaluator for a reloaded policy that remembers the devices already reported."""
-        new = Evaluator(policy)
+        """A new evaluator for a reloaded policy that remembers the devices already reported
+        and what the baseline learned."""
+        new = Evaluator(policy, self.learner.state)
         new._reported = self._reported
         return new
+
+    def baseline_of(self, group: str) -> BaselineSettings | None:
+        compiled = self._compiled.get(group)
+        return compiled.baseline if compiled is not None else None
 
     def is_covered(self, brand: str | None) -> bool:
         if not brand:
@@ -150,6 +171,14 @@ class Evaluator:
                 alerts.append(alert)
         if not rec.is_egress:
             return Verdict(rec, group.name, "not-egress", tuple(alerts), covered)
+        settings = compiled.baseline
+        scope, learning = "", False
+        if settings is not None:
+            scope = self.learner.scope(rec, group.name, settings)
+            learning = self.learner.learning(scope, settings, rec.start)
+            crossing = self.learner.volume(rec, group.name, settings, learning)
+            if crossing is not None:
+                alerts.append(self._volume_alert(rec, group, crossing))
         ip = _ip_int(rec.destination.ip)
         for rule in compiled.deny:
             if rule.matches(rec, ip):
@@ -158,6 +187,11 @@ class Evaluator:
         for rule in compiled.allow:
             if rule.matches(rec, ip):
                 return Verdict(rec, group.name, "allowed", tuple(alerts), covered)
+        if settings is not None:
+            outcome, key = self.learner.judge(rec, scope, group.name, learning)
+            if outcome == "new":
+                alerts.append(self._new_destination(rec, group, key, settings))
+            return Verdict(rec, group.name, _BASELINE_VERDICTS[outcome], tuple(alerts), covered)
         if self.policy.default_verdict == "allow":
             return Verdict(rec, group.name, "allowed", tuple(alerts), covered)
         alerts.append(self._alert(rec, group, "unexpected", "unexpected-destination", "medium"))
@@ -178,6 +212,24 @@ class Evaluator:
         message += f" by rule {rule_name} of group {group.name}"
         event_id = _event_id(rec.community_id, iso(rec.start), rec.device or "", rule_id)
         return Alert(rec, group.name, event_id, category, rule_id, rule_name, self.policy.name, severity, message)
+
+    def _new_destination(self, rec: FlowRecord, group: Group, key: Key, settings: BaselineSettings) -> Alert:
+        scope, identity, port = key
+        whose = f"group {group.name}" if settings.scope == "group" else f"device {scope} (group {group.name})"
+        where = ", ".join(x for x in (rec.destination_country, f"AS{rec.destination_asn}" if rec.destination_asn else "") if x)
+        message = (f"new destination: {self._device_label(rec)} → {identity} {port} [{rec.destination.ip}]" + (f" ({where})" if where else "")
+                   + f", not in the learned baseline of {whose}")  # fmt: skip
+        rule_id = f"{group.name}/new-destination/new-destination"
+        event_id = _event_id("new-destination", scope, identity, port)
+        return Alert(rec, group.name, event_id, "new-destination", rule_id, "new-destination", self.policy.name, "medium", message)
+
+    def _volume_alert(self, rec: FlowRecord, group: Group, crossing: Crossing) -> Alert:
+        device = rec.device or ""
+        message = (f"volume: {self._device_label(rec)} sent {crossing.bytes:,} bytes out in the {crossing.window:g} s window from "
+                   f"{iso(crossing.window_start)}, past its limit of {crossing.limit:,} bytes "
+                   f"(largest learned window {crossing.learned_max:,} bytes; group {group.name})")  # fmt: skip
+        event_id = _event_id("volume", device, iso(crossing.window_start))
+        return Alert(rec, group.name, event_id, "volume", f"{group.name}/volume/volume", "volume", self.policy.name, "high", message)
 
     def _covered_vendor(self, rec: FlowRecord, group: Group) -> Alert | None:
         brand = rec.device_manufacturer

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from egress.baseline.settings import BaselineSection
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
 from egress.mac import normalise as normalise_mac
 from egress.yamlfile import load_located, validate
@@ -140,6 +141,7 @@ class Group(_Strict):
     match: Match | None = None
     allow: tuple[RuleEntry, ...] = ()
     deny: tuple[RuleEntry, ...] = ()
+    baseline: BaselineSection | None = None  # overrides of the top-level section, or `off`
 
 
 class Device(_Strict):
@@ -159,6 +161,7 @@ class Policy(_Strict):
     devices: tuple[Device, ...] = ()
     groups: tuple[Group, ...] = ()
     default_verdict: Literal["alert", "allow"] = "alert"
+    baseline: BaselineSection | None = None  # absent: no learning
     name: str = "egress-policy"  # rule.ruleset in alert records
 
     @field_validator("local_networks", mode="before")

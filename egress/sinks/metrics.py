@@ -4,12 +4,14 @@ change: this runs for every record a rules consumer reads."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from egress.model import Verdict
+from egress.policy.evaluate import Evaluator
 from egress.telemetry import RulesMetrics, vendor_label
 
-__all__ = ["MetricsSink"]
+__all__ = ["MetricsSink", "BaselineMetrics"]
 
 
 class MetricsSink:
@@ -40,3 +42,39 @@ class MetricsSink:
 
     async def flush(self) -> None:
         return None
+
+
+class BaselineMetrics:
+    """egress_baseline_keys{site,group,state} and egress_baseline_learning{site,group}, read
+    off the baseline's state at most once a second (counting keys is linear in them)."""
+
+    def __init__(self, metrics: RulesMetrics, evaluator: Callable[[], Evaluator], period: float = 1.0) -> None:
+        self._metrics = metrics
+        self._evaluator = evaluator  # the current one: a reload replaces it
+        self._period = period
+        self._next = 0.0
+        self._site = "default"
+        self._latest = 0.0  # flow time: learning is judged on it
+
+    async def write(self, verdicts: Sequence[Verdict]) -> None:
+        if verdicts:
+            last = verdicts[-1].flow
+            self._site = last.site or "default"
+            self._latest = max(self._latest, last.end)
+
+    async def flush(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._period
+        evaluator = self._evaluator()
+        state = evaluator.learner.state
+        for (group, kind), n in state.counts().items():
+            self._metrics.baseline_keys.labels(self._site, group, kind).set(n)
+        learning: dict[str, int] = {}
+        for scope in state.scopes.values():
+            settings = evaluator.baseline_of(scope.group)
+            until = scope.until if scope.until is not None else scope.start + (settings.learn_for if settings else 0.0)
+            learning[scope.group] = max(learning.get(scope.group, 0), int(self._latest < until))
+        for group, value in learning.items():
+            self._metrics.baseline_learning.labels(self._site, group).set(value)

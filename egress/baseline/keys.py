@@ -1,0 +1,42 @@
+"""The key of a destination (SPEC: Learned baseline): (scope, identity, transport/port).
+
+Identity: the registered domain of the flow's best name (the public-suffix list with its
+private section, through the maintained `publicsuffixlist` package, which carries the list:
+nothing is fetched), else `as<N>/<CC>` from the ASN and country (`as0` or `ZZ` for the half
+that is unknown), else the IP. Port: the responder's, or `ephemeral` at 49152 and above."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from publicsuffixlist import PublicSuffixList
+
+from egress.model import FlowRecord
+
+__all__ = ["identity", "port_key", "EPHEMERAL"]
+
+EPHEMERAL = 49152
+_PSL = PublicSuffixList()  # ICANN and private sections
+
+
+@lru_cache(maxsize=65_536)
+def registered_domain(name: str) -> str:
+    """`eu1.vms.eyecloud.co.uk` → `eyecloud.co.uk`; `b.s3.amazonaws.com` stays itself (s3.amazonaws.com
+    is a private suffix); a name that is itself a suffix (or a single label) stays itself."""
+    name = name.lower().rstrip(".")
+    return _PSL.privatesuffix(name) or name
+
+
+def identity(rec: FlowRecord) -> str:
+    if rec.destination_domain:
+        return registered_domain(rec.destination_domain)
+    if rec.destination_asn is not None or rec.destination_country:
+        return f"as{rec.destination_asn or 0}/{rec.destination_country or 'ZZ'}"
+    return rec.destination.ip
+
+
+def port_key(rec: FlowRecord) -> str:
+    port = rec.destination.port
+    if not port:
+        return rec.transport_name
+    return f"{rec.transport_name}/{'ephemeral' if port >= EPHEMERAL else port}"

@@ -1,5 +1,6 @@
 """deploy/grafana: the dashboard's structure and the provisioning files. (Its queries run
-against a real Prometheus in test_stack.py.)"""
+against a real Prometheus in test_stack.py, and its learned-baseline panels here, fed by a
+run with a `baseline:` policy.)"""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import json
 import re
 from collections.abc import Iterator
 
+from pathlib import Path
+
 import yaml
 
-from tests.deploy.conftest import DEPLOY
+from tests.conftest import PCAPS
+from tests.deploy.conftest import DEPLOY, EGRESS, Processes, egress_env, free_port, http_get, scrape, tool, wait_for
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARD = json.loads((GRAFANA / "dashboards" / "egress.json").read_text())
@@ -112,3 +116,75 @@ def test_provisioning_files() -> None:
     assert datasources["apiVersion"] == 1
     (ds,) = datasources["datasources"]
     assert ds["type"] == "prometheus" and ds["url"].startswith("http")
+
+
+def test_learned_baseline_panels() -> None:
+    """A "Learned baseline" row: new destinations over time by group, volume alerts, and the learning status
+    (egress_baseline_learning by group, egress_baseline_keys by group and state)."""
+    titles = [p["title"] for p in DASHBOARD["panels"]]
+    assert "Learned baseline" in titles
+    by_title = {p["title"]: p for p in panels()}
+    exprs = {title: [t["expr"] for t in p["targets"]] for title, p in by_title.items()}
+    (new,) = exprs["New destinations over time by group"]
+    assert new.startswith("sum by (group) (") and 'category="new-destination"' in new and "increase(egress_alerts_total{" in new
+    (volume,) = exprs["Volume alerts"]
+    assert 'category="volume"' in volume and "increase(egress_alerts_total{" in volume and "sum by (site, group)" in volume
+    learning, keys = exprs["Baseline learning status"]
+    assert "by (group) (egress_baseline_learning{" in learning
+    assert "sum by (group, state) (egress_baseline_keys{" in keys
+    for title in ("New destinations over time by group", "Volume alerts", "Baseline learning status"):
+        for expr in exprs[title]:
+            assert 'site=~"$site", group=~"$group"' in expr, title
+
+
+def test_learned_baseline_panels_have_data_in_prometheus(geoip: dict[str, Path], processes: Processes, tmp_path: Path) -> None:
+    """`egress run --linger` of the learn-then-enforce capture with a `baseline:` policy, scraped by the shipped
+    Prometheus config and rules: every dashboard query succeeds, the new-destination and learning-status panels
+    have data (3 new destinations, keys learned and alerted, learning over), and EgressNewDestination fires."""
+    from tests.deploy.test_stack import dashboard_queries, prometheus_config, query
+
+    prometheus_bin = tool("prometheus", "prometheus")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({
+        "version": 1, "covered_vendors": [],
+        "groups": [{"name": "street-cctv", "match": {"vlans": [20]},
+                    "allow": [{"name": "ntp", "destinations": ["pool.ntp.org", "*.pool.ntp.org"], "ports": ["udp/123"]}],
+                    "deny": [{"name": "vendor-p2p-cloud", "destinations": ["*.hik-connect.com"], "severity": "high"}]}],
+        "baseline": {"learn_for": "15m"}, "default_verdict": "alert",
+    }))  # fmt: skip
+    egress_port, prometheus_port = free_port(), free_port()
+    prometheus = f"http://127.0.0.1:{prometheus_port}"
+    run = processes.start("egress-run", [EGRESS, "run", "--read", PCAPS / "baseline-learn-enforce.pcap", "--linger", "--policy", policy,
+                                          "--baseline", tmp_path / "baseline.json", "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"]],
+                          stdout=tmp_path / "alerts.ndjson", env=egress_env(EGRESS_METRICS__LISTEN=f"127.0.0.1:{egress_port}"))  # fmt: skip
+    wait_for("egress run's baseline keys in /metrics", lambda: scrape(egress_port, 'state="alerted"'), procs=[run], logs=processes.logs)
+    config = prometheus_config(tmp_path, egress_port, free_port())  # no Alertmanager: the alerts are read off Prometheus
+    procs = [run, processes.start("prometheus", [prometheus_bin, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+                                                 f"--web.listen-address=127.0.0.1:{prometheus_port}"])]  # fmt: skip
+    watch = {"procs": procs, "logs": processes.logs}
+    wait_for("Prometheus scraping egress", lambda: query(prometheus, "egress_baseline_keys")["data"]["result"], **watch)
+
+    def firing() -> list[dict]:
+        alerts = json.loads(http_get(f"{prometheus}/api/v1/alerts"))["data"]["alerts"]
+        return [a for a in alerts if a["labels"]["alertname"] == "EgressNewDestination" and a["state"] == "firing"]
+
+    (alert,) = wait_for("EgressNewDestination firing", firing, **watch)
+    assert {k: alert["labels"][k] for k in ("site", "group", "rule", "severity")} == {
+        "site": "default", "group": "street-cctv", "rule": "new-destination", "severity": "medium"}  # fmt: skip
+    assert alert["annotations"]["runbook_url"].endswith("#egressnewdestination")
+    assert "egress baseline show --group street-cctv" in alert["annotations"]["description"]
+
+    results = {}
+    for title, ref, expr in dashboard_queries():
+        answer = query(prometheus, expr)
+        assert answer["status"] == "success", (title, expr, answer)
+        results[(title, ref)] = answer["data"]["result"]
+    (new,) = results[("New destinations over time by group", "A")]
+    assert new["metric"] == {"group": "street-cctv"} and float(new["value"][1]) == 3
+    assert results[("Volume alerts", "A")] == []  # no volume: section in this policy
+    (learning,) = results[("Baseline learning status", "A")]
+    assert learning["metric"] == {"group": "street-cctv"} and float(learning["value"][1]) == 0
+    keys = {r["metric"]["state"]: float(r["value"][1]) for r in results[("Baseline learning status", "B")]}
+    assert keys == {"learned": 2, "alerted": 3}
+    for proc in procs:
+        assert processes.stop(proc) == 0, proc.args[0]

@@ -103,6 +103,22 @@ def test_policy_alerts_name_group_rule_vendor_and_country() -> None:
             assert "{{ $labels.%s }}" % label in text, (rule["alert"], label)
 
 
+def test_baseline_alerts_per_site_and_group_with_the_metrics_severity() -> None:
+    """EgressNewDestination and EgressVolumeAnomaly count the new-destination and volume events per (site, group), take
+    severity from the metric (medium, high), name group and site, and point at `egress baseline show|approve|forget`."""
+    by_name = {r["alert"]: r for r in alert_rules()}
+    for name, category in (("EgressNewDestination", "new-destination"), ("EgressVolumeAnomaly", "volume")):
+        rule = by_name[name]
+        assert "sum by (site, group, rule, severity)" in rule["expr"], name
+        assert set(re.findall(r'category="([^"]+)"', rule["expr"])) == {category}, name
+        assert "severity" not in rule.get("labels", {}), name
+        text = rule["annotations"]["summary"] + rule["annotations"]["description"]
+        for label in ("group", "site"):
+            assert "{{ $labels.%s }}" % label in text, (name, label)
+        for word in ("egress baseline show", "approve", "forget"):
+            assert word in rule["annotations"]["description"], (name, word)
+
+
 def _metric_names(text: str) -> set[str]:
     return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")} | {
         line.split("{")[0].split()[0] for line in text.splitlines() if line and not line.startswith("#")

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("baseline", help="the learned baseline: learn, show, approve, forget, export",
-                       description="The learned baseline of the policy's groups (a file given with --baseline).")
+                       description="The learned baseline of the policy's groups: a file given with --baseline, or with --config and no --baseline the Kafka topic kafka.baseline_topic of `egress rules`.")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     v = verbs.add_parser("learn", help="learn from captures: they are the learning period of every scope they show")
     v.add_argument("pcaps", nargs="+", type=Path, metavar="PCAP")
@@ -81,16 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     v = verbs.add_parser("show", help="the learned keys per group, with state, first and last seen, flows, bytes")
     v.add_argument("--format", choices=("table", "json"), default="table")
     v.add_argument("--group", help="only this group")
-    _baseline_option(v, required=True)
+    _baseline_option(v)
     _common(v)
     for verb, what in (("approve", "learned: alerted keys become known"), ("forget", "removed: the next flow is judged anew")):
         v = verbs.add_parser(verb, help=f"the keys given are {what}")
         v.add_argument("keys", nargs="+", metavar="KEY", help="scope:identity:port, as `show` prints it")
-        _baseline_option(v, required=True)
+        _baseline_option(v)
         _common(v)
     v = verbs.add_parser("export", help="the learned keys as policy allow entries, to paste into a group's allow:")
     v.add_argument("--group", help="only this group")
-    _baseline_option(v, required=True)
+    _baseline_option(v)
     _common(v)
 
     p = sub.add_parser("check", help="validate config and policy", description="Validate the config and policy files; print each problem with file and line.")

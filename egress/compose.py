@@ -187,19 +187,25 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
     """The parts to start, the stage, and what stops it (SIGTERM)."""
     from egress.bus.kafka import KafkaPublisher, KafkaSubscriber, Topics
 
+    from egress.baseline.topic import BaselineTopic
+
     kafka = config.kafka
     policy, policy_path = choose_policy(config, explicit_policy)
     metrics = RulesMetrics()
-    publisher = KafkaPublisher(kafka, on_error=metrics.alert_publish_failed)  # alerts and dead letters
+    publisher = KafkaPublisher(kafka, on_error=metrics.alert_publish_failed)  # alerts, dead letters, the baseline
     subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag, on_commit_refused=metrics.commit_refused)
-    sinks: list[Sink] = [MetricsSink(metrics), KafkaAlerts(publisher, kafka.alerts_topic)]
-    components: list[object] = [MetricsEndpoint(config.metrics.listen), Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic]), publisher]
+    state = BaselineState()
+    gauges = BaselineMetrics(metrics, lambda: stage.evaluator)  # a reload replaces the evaluator
+    baseline = BaselineTopic(kafka, state, publisher, on_change=gauges.refresh)
+    sinks: list[Sink] = [MetricsSink(metrics), gauges, baseline, KafkaAlerts(publisher, kafka.alerts_topic)]
+    topics = Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic, kafka.baseline_topic], compacted=[kafka.baseline_topic])
+    components: list[object] = [MetricsEndpoint(config.metrics.listen), topics, publisher, baseline]
     if alerts_out is not None:
         lines = AlertLines(alerts_out)
         sinks.append(lines)
         components.append(lines)
     components.append(subscriber)
-    stage = RulesStage(Evaluator(policy), subscriber, sinks, metrics, dead_letters=publisher, dead_letter_topic=kafka.dead_letter_topic, policy_path=policy_path)
+    stage = RulesStage(Evaluator(policy, state), subscriber, sinks, metrics, dead_letters=publisher, dead_letter_topic=kafka.dead_letter_topic, policy_path=policy_path)
     return components, stage, subscriber.request_stop
 
 

@@ -24,12 +24,18 @@ __all__ = ["run", "allow_entries"]
 
 
 def run(verb: str, args: argparse.Namespace, config: Config, explicit_policy: bool) -> int:
-    assert config.baseline_file is not None  # the parser requires --baseline
     if verb == "learn":
         return _learn(args, config, explicit_policy)
+    if config.baseline_file is None and args.config is None:
+        raise UsageError("give --baseline F (a baseline file), or --config F to act on the Kafka topic kafka.baseline_topic")
     state = BaselineState()
-    store = BaselineFile(config.baseline_file, state)
-    store.load()
+    store: BaselineFile | None = None
+    where = str(config.baseline_file) if config.baseline_file is not None else f"Kafka topic {config.kafka.baseline_topic}"
+    if config.baseline_file is not None:
+        store = BaselineFile(config.baseline_file, state)
+        store.load()
+    else:
+        asyncio.run(_on_topic(config, state, None))
     if verb == "show":
         _show(state, args.format, args.group, sys.stdout)
     elif verb == "export":
@@ -38,16 +44,38 @@ def run(verb: str, args: argparse.Namespace, config: Config, explicit_policy: bo
         keys = [_key(text) for text in args.keys]
         missing = [key_text(k) for k in keys if k not in state.entries]
         if missing:
-            raise UsageError(f"{config.baseline_file}: no such key: {', '.join(missing)} (see egress baseline show)")
+            raise UsageError(f"{where}: no such key: {', '.join(missing)} (see egress baseline show)")
         for key in keys:
             if verb == "approve":
                 state.entries[key].state = "learned"
             else:
                 del state.entries[key]
-        store.save()
+        if store is not None:
+            store.save()
+        else:
+            asyncio.run(_on_topic(config, state, {("key", "\x1f".join(k)) for k in keys}))
         done = "approved" if verb == "approve" else "forgot"
-        print(f"{done} {len(keys)} key{'s' if len(keys) != 1 else ''} in {config.baseline_file}")
+        print(f"{done} {len(keys)} key{'s' if len(keys) != 1 else ''} in {where}")
     return EXIT_OK
+
+
+async def _on_topic(config: Config, state: BaselineState, changed: set[tuple[str, str]] | None) -> None:
+    """Read the topic whole into `state`, or (with `changed`) write those items of it."""
+    from egress.baseline.topic import BaselineTopic
+    from egress.bus.kafka import KafkaPublisher
+
+    publisher = KafkaPublisher(config.kafka)
+    topic = BaselineTopic(config.kafka, state, publisher)
+    if changed is None:
+        await topic.start()
+        await topic.stop()
+        return
+    await publisher.start()
+    try:
+        state.changed = changed
+        await topic.flush()
+    finally:
+        await publisher.stop()
 
 
 def _key(text: str) -> Key:

@@ -26,7 +26,7 @@ from egress.bus import Message, Record
 from egress.config import KafkaConfig
 from egress.errors import DependencyMissing, UsageError
 
-__all__ = ["KafkaPublisher", "KafkaSubscriber", "Topics", "ensure_topics", "client_options"]
+__all__ = ["KafkaPublisher", "KafkaSubscriber", "Topics", "ensure_topics", "partitions_of", "client_options"]
 
 log = structlog.get_logger("egress.kafka")
 
@@ -101,8 +101,9 @@ async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, cfg: KafkaConfig) 
             raise _start_error(cfg, exc, seen.cause) from None
 
 
-async def ensure_topics(cfg: KafkaConfig, topics: list[str]) -> None:
-    """Create missing topics with the configured partitions; existing ones are left as they are."""
+async def ensure_topics(cfg: KafkaConfig, topics: list[str], compacted: Sequence[str] = ()) -> None:
+    """Create missing topics with the configured partitions (`compacted` ones with
+    cleanup.policy=compact: the latest record of each key is kept); existing ones are left as they are."""
     admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=10_000)
     with _ConnectErrors() as seen:
         try:
@@ -110,7 +111,11 @@ async def ensure_topics(cfg: KafkaConfig, topics: list[str]) -> None:
         except KafkaError as exc:
             raise _start_error(cfg, exc, seen.cause) from None
     try:
-        new = [NewTopic(t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor) for t in topics]
+        new = [
+            NewTopic(t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor,
+                     topic_configs={"cleanup.policy": "compact"} if t in compacted else {})
+            for t in topics
+        ]  # fmt: skip
         try:
             await admin.create_topics(new)
         except TopicAlreadyExistsError:
@@ -127,15 +132,27 @@ async def ensure_topics(cfg: KafkaConfig, topics: list[str]) -> None:
         await admin.close()
 
 
+async def partitions_of(cfg: KafkaConfig, topic: str) -> list[int]:
+    """The partition numbers of a topic (none if it does not exist)."""
+    admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(p["partition"] for d in described if d.get("error_code") == 0 for p in d.get("partitions", ()))
+
+
 class Topics:
     """The topics a command needs, created at start where missing (`ensure_topics`)."""
 
-    def __init__(self, cfg: KafkaConfig, names: list[str]) -> None:
+    def __init__(self, cfg: KafkaConfig, names: list[str], compacted: Sequence[str] = ()) -> None:
         self._cfg = cfg
         self._names = names
+        self._compacted = compacted
 
     async def start(self) -> None:
-        await ensure_topics(self._cfg, self._names)
+        await ensure_topics(self._cfg, self._names, self._compacted)
 
 
 _DEFAULT = DefaultPartitioner()

@@ -64,9 +64,12 @@ class BaselineMetrics:
 
     async def flush(self) -> None:
         now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = now + self._period
+        if now >= self._next:
+            self._next = now + self._period
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Set the gauges from the state now (also when another member's records arrive)."""
         evaluator = self._evaluator()
         state = evaluator.learner.state
         for (group, kind), n in state.counts().items():

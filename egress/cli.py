@@ -170,10 +170,16 @@ def cmd_baseline(args: argparse.Namespace, config: Config) -> int:
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from egress.policy.schema import load_policy
 
+    from egress.baseline.settings import describe, resolve
+
     policy = load_policy(config.policy_file)
     rules = sum(len(g.allow) + len(g.deny) for g in policy.groups)
     print(f"config OK: {args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else 'built-in defaults')}")
     print(f"policy OK: {config.policy_file} ({len(policy.groups)} groups, {rules} rules, default_verdict {policy.default_verdict})")
+    if policy.baseline is not None or any(g.baseline is not None for g in policy.groups):
+        for group in policy.groups:
+            print(f"  group {group.name}: baseline {describe(resolve(policy.baseline, group.baseline))}")
+        print(f"  devices in no group: baseline {describe(resolve(policy.baseline, None))}")
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from egress.config import parse_duration, parse_size
 
-__all__ = ["BaselineSection", "VolumeSection", "BaselineSettings", "VolumeSettings", "resolve"]
+__all__ = ["BaselineSection", "VolumeSection", "BaselineSettings", "VolumeSettings", "resolve", "describe"]
 
 _LEARN_FOR = 7 * 86400.0
 _WINDOW, _FACTOR, _MIN_BYTES = 600.0, 3.0, 50_000_000
@@ -104,3 +104,21 @@ def resolve(top: BaselineSection | None, group: BaselineSection | None) -> Basel
             v = section.volume
             volume = VolumeSettings(v.window or base.window, v.factor or base.factor, v.min_bytes if v.min_bytes is not None else base.min_bytes)
     return BaselineSettings(learn_for, scope, volume)
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def describe(settings: BaselineSettings | None) -> str:
+    """One line for `egress check`: `off`, or the resolved keys."""
+    if settings is None:
+        return "off"
+    text = f"learn_for {_duration(settings.learn_for)}, scope {settings.scope}"
+    if settings.volume is not None:
+        v = settings.volume
+        text += f", volume window {_duration(v.window)} factor {v.factor:g} min_bytes {v.min_bytes:,}"
+    return text

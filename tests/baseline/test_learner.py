@@ -182,3 +182,17 @@ def test_deny_alerts_and_allow_stays_unlearned_during_learning() -> None:
     alerts = [one.evaluate(r).alerts for r in (flow(T0), flow(T0 + 900, "203.0.113.8", 8443, asn=3320, cc="DE"))]
     again = [two.evaluate(r).alerts for r in (flow(T0 + 5), flow(T0 + 901, "203.0.113.9", 8443, asn=3320, cc="DE"))]
     assert alerts[1][0].category == "new-destination" and alerts[1][0].event_id == again[1][0].event_id
+
+
+def test_check_shows_each_groups_baseline(tmp_path: Path) -> None:
+    """`egress check` prints the resolved baseline of every group (off, or its keys)."""
+    from tests.conftest import run_egress
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text("version: 1\nbaseline: {learn_for: 1d, volume: {min_bytes: 1MB}}\ngroups:\n  - {name: a, baseline: off}\n"
+                      "  - {name: b, baseline: {scope: device, volume: {factor: 5}}}\n")
+    proc = run_egress("check", "--policy", policy)
+    assert proc.returncode == 0, proc.stderr
+    assert "  group a: baseline off\n" in proc.stdout
+    assert "  group b: baseline learn_for 1d, scope device, volume window 10m factor 5 min_bytes 1,000,000\n" in proc.stdout
+    assert "  devices in no group: baseline learn_for 1d, scope group, volume window 10m factor 3 min_bytes 1,000,000\n" in proc.stdout

@@ -4,11 +4,18 @@ its fields agree with pyshark's full dissection."""
 from __future__ import annotations
 
 import asyncio
+import io
+import struct
 from pathlib import Path
 
 import pytest
 
 from egress.capture.file import FileSource
+from egress.capture.pcapfile import PCAP_MAGICS, PcapMagic
+from egress.capture.process import spawn
+from egress.capture.rotation import RotatingTshark
+from egress.capture.tshark import tshark_argv, tshark_path
+from egress.errors import InputError
 from egress.flows.table import in_scope
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, LocalNetworks
 from egress.model import Packet
@@ -106,3 +113,86 @@ def test_a_tshark_that_cannot_start_is_an_error_not_a_quiet_capture(tmp_path: Pa
     proc = run_egress("analyze", PCAPS / "trunk-qinq-mixed.pcap", env={"PATH": str(tmp_path)})
     assert proc.returncode == 3, proc.stderr
     assert "tshark failed: tshark: cannot load libwireshark" in proc.stderr
+
+
+# ---- the pcap formats (egress.capture.pcapfile) ----------------------------------------------
+
+# (byte order, nanosecond timestamps, Kuznetzov's modified records): the file header is written
+# from the pcap specification here, not from egress's table, so that tshark and tcpdump judge it.
+PCAP_FORMATS = [(order, nanos, modified) for order in "<>" for nanos, modified in ((False, False), (True, False), (False, True))]
+
+
+def _pcap(order: str, nanos: bool, modified: bool, count: int = 3) -> bytes:
+    from scapy.all import IP, UDP, Ether, Raw
+
+    magic = 0xA1B23C4D if nanos else 0xA1B2CD34 if modified else 0xA1B2C3D4
+    frame = bytes(Ether(src="44:19:b6:12:34:56", dst="00:00:5e:00:01:14") / IP(src="10.20.1.11", dst="192.0.2.50") / UDP(sport=40000, dport=32100) / Raw(b"x" * 20))
+    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)
+    for i in range(count):
+        out += struct.pack(order + "IIII", 1_700_000_000 + i, 250_000_000 if nanos else 250_000, len(frame), len(frame))
+        if modified:
+            out += struct.pack(order + "iHBx", 0, 0x0800, 0)  # ifindex, protocol, packet type
+        out += frame
+    return out
+
+
+def _seen(packets: list[Packet]) -> list[tuple[object, ...]]:
+    return [(p.ts, p.length, p.src_mac, p.src_ip, p.dst_ip, p.sport, p.dport) for p in packets]
+
+
+def test_the_pcap_table_holds_every_pcap_format() -> None:
+    """Each of the six pcap magics (both byte orders of µs, ns and modified pcap) is in the table, and no other."""
+    assert {_pcap(*f)[:4] for f in PCAP_FORMATS} == set(PCAP_MAGICS)
+    assert all(PCAP_MAGICS[_pcap(*f)[:4]] == PcapMagic(*f) for f in PCAP_FORMATS)
+
+
+@pytest.mark.parametrize("prefilter", [True, False], ids=["prefiltered", "tshark-whole"])
+@pytest.mark.parametrize("fmt", PCAP_FORMATS, ids=lambda f: f"{'be' if f[0] == '>' else 'le'}-{'ns' if f[1] else 'modified' if f[2] else 'us'}")
+def test_every_pcap_format_gives_the_same_packets(fmt: tuple[str, bool, bool], prefilter: bool, tmp_path: Path) -> None:
+    """A file in any pcap byte order and timestamp precision is a capture, read to the same packets."""
+    path = tmp_path / "one.pcap"
+    path.write_bytes(_pcap(*fmt))
+    got, source = packets(path, prefilter=prefilter)
+    assert _seen(got) == [(1_700_000_000.25 + i, 62, "44:19:b6:12:34:56", "10.20.1.11", "192.0.2.50", 40000, 32100) for i in range(3)]
+    assert source.report.warnings == []
+
+
+@pytest.mark.parametrize("fmt", [f for f in PCAP_FORMATS if not f[2]], ids=lambda f: f"{'be' if f[0] == '>' else 'le'}-{'ns' if f[1] else 'us'}")
+def test_rotation_splits_a_stream_in_either_byte_order_and_precision(fmt: tuple[str, bool, bool]) -> None:
+    """The tshark rotation reads record lengths in the stream's own byte order, recycling tshark mid-stream."""
+    rot = RotatingTshark(io.BytesIO(_pcap(*fmt, count=5)), lambda: spawn(tshark_argv(tshark_path()), tie_to_thread=False), chunk_packets=2)
+    got = [p for p in rot.packets() if p is not None]
+    assert [p.ts for p in got] == [1_700_000_000.25 + i for i in range(5)] and rot.rotations == 2 and rot.leftover == 0
+
+
+@pytest.mark.parametrize("order", "<>")
+def test_rotation_refuses_a_stream_that_is_not_plain_pcap(order: str) -> None:
+    """Modified pcap (24-byte record headers) is no stream dumpcap or tcpdump writes: refused, not mis-split."""
+    rot = RotatingTshark(io.BytesIO(_pcap(order, False, True)), lambda: spawn(tshark_argv(tshark_path()), tie_to_thread=False))
+    with pytest.raises(InputError, match="does not start with a pcap header"):
+        list(rot.packets())
+
+
+def _pcapng(order: str, count: int = 3) -> bytes:
+    """A pcapng file in one byte order: section header, one Ethernet interface, enhanced packet blocks."""
+    from scapy.all import IP, UDP, Ether, Raw
+
+    frame = bytes(Ether(src="44:19:b6:12:34:56") / IP(src="10.20.1.11", dst="192.0.2.50") / UDP(sport=40000, dport=32100) / Raw(b"x" * 20))
+    padded = frame + bytes(-len(frame) % 4)
+    out = struct.pack(order + "IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    out += struct.pack(order + "IIHHII", 1, 20, 1, 0, 65535, 20)
+    for i in range(count):
+        micros = (1_700_000_000 + i) * 1_000_000 + 250_000
+        out += struct.pack(order + "IIIIIII", 6, 32 + len(padded), 0, micros >> 32, micros & 0xFFFFFFFF, len(frame), len(frame))
+        out += padded + struct.pack(order + "I", 32 + len(padded))
+    return out
+
+
+@pytest.mark.parametrize("order", "<>", ids=["le", "be"])
+def test_a_pcapng_file_in_either_byte_order_is_whole(order: str, tmp_path: Path) -> None:
+    """The section header's length is read in its own byte order: a whole file is read, not called cut short."""
+    path = tmp_path / "one.pcapng"
+    path.write_bytes(_pcapng(order))
+    got, source = packets(path)
+    assert [p.ts for p in got] == [1_700_000_000.25 + i for i in range(3)]
+    assert source.report.warnings == [] and not source.report.truncated

@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 import structlog
 
+from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_ORDERS, PCAPNG_HEADER_BYTES, PCAPNG_MAGIC, pcap_magic
 from egress.capture.prefilter import build_filter
 from egress.capture.process import spawn
 from egress.capture.rotation import RotatingTshark
@@ -34,10 +35,8 @@ __all__ = ["FileSource", "FileReport"]
 
 log = structlog.get_logger("egress.capture")
 
-_PCAP_MAGICS = (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x34\xcd\xb2\xa1", b"\xa1\xb2\xcd\x34")
-_PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
-_CAPTURE_MAGICS = (*_PCAP_MAGICS, _PCAPNG_MAGIC)
-_PCAP_HEADER, _PCAPNG_HEADER, _HEADER_MIN = 24, 28, 28
+_CAPTURE_MAGICS = (*PCAP_MAGICS, PCAPNG_MAGIC)
+_HEADER_MIN = max(PCAP_HEADER_BYTES, PCAPNG_HEADER_BYTES)  # read to check a file's header
 _ETHERNET = 1
 _DAMAGED = ("damaged or corrupt", "bogus", "invalid packet", "bigger than snaplen", "block length", "not a multiple")
 _NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
@@ -118,8 +117,8 @@ class FileSource:
                 self._cut_short()
                 return False
             raise InputError(f"{self.path}: not a capture file (pcap or pcapng)")
-        if magic in _PCAP_MAGICS or magic == _PCAPNG_MAGIC:
-            if len(head) < (_PCAP_HEADER if magic in _PCAP_MAGICS else _PCAPNG_HEADER) or not self._whole_section_header(head):
+        if magic in _CAPTURE_MAGICS:
+            if len(head) < (PCAP_HEADER_BYTES if magic in PCAP_MAGICS else PCAPNG_HEADER_BYTES) or not self._whole_section_header(head):
                 self._cut_short()
                 return False
             return True
@@ -129,9 +128,9 @@ class FileSource:
 
     def _whole_section_header(self, head: bytes) -> bool:
         """A pcapng file must hold at least its section header block, as long as it says."""
-        if head[:4] != _PCAPNG_MAGIC or self._pipe:
+        if head[:4] != PCAPNG_MAGIC or self._pipe:
             return True  # a pipe's length is known only at its end
-        order = "<" if head[8:12] == b"\x4d\x3c\x2b\x1a" else ">"
+        order = PCAPNG_BYTE_ORDERS.get(head[8:12], ">")
         return self.path.stat().st_size >= struct.unpack(order + "I", head[4:8])[0]
 
     def packets(self) -> Iterator[Packet]:
@@ -179,8 +178,8 @@ class FileSource:
         feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
         feeder.start()
         assert proc.stdout is not None and proc.stderr is not None
-        head = proc.stdout.peek(24)[:24] if hasattr(proc.stdout, "peek") else b""
-        if len(head) < 24:
+        head = proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] if hasattr(proc.stdout, "peek") else b""
+        if len(head) < PCAP_HEADER_BYTES:
             proc.wait()
             feeder.join()
             err = proc.stderr.read().decode("utf-8", "replace")
@@ -291,10 +290,10 @@ class FileSource:
 
 def _pcap_linktype(head: bytes) -> int | None:
     """The link type of a pcap file header (None for pcapng and others: it is per interface there)."""
-    if len(head) < _PCAP_HEADER or head[:4] not in _PCAP_MAGICS:
+    magic = pcap_magic(head)
+    if len(head) < PCAP_HEADER_BYTES or magic is None:
         return None
-    order = "<" if head[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1", b"\x34\xcd\xb2\xa1") else ">"
-    return int(struct.unpack(order + "I", head[20:24])[0] & 0x0FFFFFFF)  # the top bits hold FCS flags
+    return int(struct.unpack(magic.byte_order + "I", head[20:24])[0] & 0x0FFFFFFF)  # the top bits hold FCS flags
 
 
 def _last_line(text: str) -> str:

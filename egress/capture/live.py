@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 import structlog
 
 from egress.capture.kernelstats import KernelDrops
+from egress.capture.pcapfile import PCAP_HEADER_BYTES
 from egress.capture.process import spawn
 from egress.capture.rotation import RotatingTshark
 from egress.capture.tshark import tshark_argv, tshark_path
@@ -85,7 +86,7 @@ class LiveSource:
         proc = spawn(self.argv(), stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         ready, _, _ = select.select([proc.stdout], [], [], _START_SECONDS)
-        if not ready or proc.stdout.peek(24)[:24] == b"" or proc.poll() is not None:
+        if not ready or proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] == b"" or proc.poll() is not None:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()

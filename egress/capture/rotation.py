@@ -23,13 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
+from egress.capture.pcapfile import PCAP_HEADER_BYTES, pcap_magic
 from egress.capture.tshark import LineStats, parse_line
 from egress.errors import DependencyMissing, InputError
 from egress.model import Packet
 
-__all__ = ["RotatingTshark", "PCAP_MAGICS"]
+__all__ = ["RotatingTshark"]
 
-PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\x3c\x4d": ">"}
 _READ = 1 << 20
 
 
@@ -76,10 +76,12 @@ class RotatingTshark:
         Reads go into one reused buffer (readinto): a fresh bytes object of a varying
         size per read fragmented the heap of a 24/7 capture until its RSS crept up."""
         try:
-            head = self._stream.read(24)
-            if len(head) < 24 or head[:4] not in PCAP_MAGICS:
+            head = self._stream.read(PCAP_HEADER_BYTES)
+            magic = pcap_magic(head)
+            if len(head) < PCAP_HEADER_BYTES or magic is None or magic.modified:  # dumpcap and tcpdump write plain pcap
                 raise InputError(f"{self._name}: the capture stream does not start with a pcap header")
-            rec = struct.Struct(PCAP_MAGICS[head[:4]] + "IIII")
+            rec = struct.Struct(magic.byte_order + "IIII")  # a record header: seconds, fraction, captured, original length
+            header = rec.size
             readinto = getattr(self._stream, "readinto1", None) or self._stream.readinto  # type: ignore[attr-defined]
             proc = self._new()
             proc.stdin.write(head)  # type: ignore[union-attr]
@@ -97,8 +99,8 @@ class RotatingTshark:
                 self._last_input = time.monotonic()
                 filled += got
                 pos = sent = 0
-                while pos + 16 <= filled:
-                    nxt = pos + 16 + rec.unpack_from(buf, pos)[2]
+                while pos + header <= filled:
+                    nxt = pos + header + rec.unpack_from(buf, pos)[2]
                     if nxt > filled:
                         break
                     pos = nxt

@@ -196,3 +196,21 @@ def test_a_pcapng_file_in_either_byte_order_is_whole(order: str, tmp_path: Path)
     got, source = packets(path)
     assert [p.ts for p in got] == [1_700_000_000.25 + i for i in range(3)]
     assert source.report.warnings == [] and not source.report.truncated
+
+
+def _children() -> set[int]:
+    """This process's child pids, from every thread (a zombie is still listed until reaped)."""
+    tasks = Path("/proc/self/task")
+    return {int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()}
+
+
+@pytest.mark.parametrize("prefilter", [True, False], ids=["prefiltered", "tshark-whole"])
+def test_a_reader_that_stops_early_leaves_no_child_behind(prefilter: bool) -> None:
+    """Closing the packet iterator after one packet leaves no tcpdump or tshark running or unreaped."""
+    before = _children()
+    source = FileSource.for_networks(PCAPS / "street-cctv-vlan20.pcap", list(LOCAL.networks), prefilter=prefilter, chunk_packets=50)
+    stream = source.packets()
+    next(stream)
+    assert _children() - before  # tcpdump and/or tshark are running
+    stream.close()
+    assert _children() - before == set()

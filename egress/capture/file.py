@@ -25,7 +25,7 @@ import structlog
 
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_ORDERS, PCAPNG_HEADER_BYTES, PCAPNG_MAGIC, pcap_magic
 from egress.capture.prefilter import build_filter
-from egress.capture.process import spawn
+from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.rotation import RotatingTshark
 from egress.capture.tshark import LineStats, parse_line, tshark_argv, tshark_path
 from egress.errors import InputError
@@ -180,7 +180,7 @@ class FileSource:
         assert proc.stdout is not None and proc.stderr is not None
         head = proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] if hasattr(proc.stdout, "peek") else b""
         if len(head) < PCAP_HEADER_BYTES:
-            proc.wait()
+            reap(proc, wait_seconds=EXIT_SECONDS)  # its output ended: tcpdump refused the file or the filter
             feeder.join()
             err = proc.stderr.read().decode("utf-8", "replace")
             self._prefilter_error = _last_line(err)
@@ -223,9 +223,7 @@ class FileSource:
             yield from rot.packets()
             finished = True
         finally:
-            if not finished and proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            reap(proc, wait_seconds=EXIT_SECONDS if finished else 0.0)  # stopped early: leave no tcpdump behind
             feeder.join()
             err = proc.stderr.read().decode("utf-8", "replace")
             proc.stdout.close()
@@ -255,9 +253,7 @@ class FileSource:
                     yield pkt
             finished = True
         finally:
-            if not finished and proc.poll() is None:
-                proc.kill()  # the consumer stopped early: leave no tshark behind
-            proc.wait()
+            reap(proc, wait_seconds=EXIT_SECONDS if finished else 0.0)  # stopped early: leave no tshark behind
             err = proc.stderr.read().decode("utf-8", "replace")
             proc.stdout.close()
             proc.stderr.close()

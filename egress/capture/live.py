@@ -27,7 +27,7 @@ import structlog
 
 from egress.capture.kernelstats import KernelDrops
 from egress.capture.pcapfile import PCAP_HEADER_BYTES
-from egress.capture.process import spawn
+from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.rotation import RotatingTshark
 from egress.capture.tshark import tshark_argv, tshark_path
 from egress.errors import DependencyMissing, EgressError, UsageError
@@ -87,9 +87,7 @@ class LiveSource:
         assert proc.stdout is not None and proc.stderr is not None
         ready, _, _ = select.select([proc.stdout], [], [], _START_SECONDS)
         if not ready or proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] == b"" or proc.poll() is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            reap(proc)
             raise _start_error(self.interface, proc.stderr.read().decode("utf-8", "replace"))
         self._watch = _DropWatch(proc.pid, self.interface, self._count)
         return proc
@@ -120,13 +118,7 @@ class LiveSource:
                 yield from rot.packets()
             finally:
                 self._skipped_before, self._rot = self.frames_skipped(), None
-                if proc.poll() is None:
-                    proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                reap(proc, grace_seconds=EXIT_SECONDS)  # SIGTERM: dumpcap prints its drop figures
                 if self._watch is not None:
                     self._watch.stop()
                     self._watch = None

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, pcap_magic
+from egress.capture.process import EXIT_SECONDS, reap
 from egress.capture.tshark import LineStats, parse_line
 from egress.errors import DependencyMissing, InputError
 from egress.model import Packet
@@ -169,7 +170,7 @@ class RotatingTshark:
                     pkt = parse_line(raw.decode("utf-8", "replace"), self.stats, self._interface)
                     if pkt is not None:
                         yield pkt
-                proc.wait()
+                reap(proc, wait_seconds=EXIT_SECONDS)  # its output ended: it is exiting
                 errors = self._collect_stderr(proc)
                 self._forget(proc)
                 if proc.returncode != 0 and lines == 0:
@@ -203,9 +204,7 @@ class RotatingTshark:
         """Stop feeding and leave no tshark behind."""
         self._stop.set()
         for proc in self._alive:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+            reap(proc)
             for pipe in (proc.stdin, proc.stdout, proc.stderr):
                 if pipe is not None:
                     try:

@@ -5,7 +5,9 @@ the built-in BPF filter (see `prefilter`) and writes the surviving packets as pc
 `RotatingTshark` dissects them. Bytes handed to tcpdump give the progress bar.
 Files libpcap cannot read or filter (link types without VLAN support, formats only
 Wireshark knows) go to tshark whole, slower but with the same results, because the
-flow table applies the filter's rule again.
+flow table applies the filter's rule again. A pipe can be read only once: it gets the
+filter chosen by its pcap link type, or a one-line refusal where libpcap cannot filter it.
+What a capture file starts with is checked against the table in `pcapfile`.
 """
 
 from __future__ import annotations

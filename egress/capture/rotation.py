@@ -8,7 +8,8 @@ records go to a fresh one that starts from the same pcap file header. That bound
 tshark's memory whatever the length of a file or a live capture.
 
 A writer thread splits the stream; the caller's thread reads the tsharks' output in
-order. At most three tsharks are alive: one being read, one being fed, one waiting.
+order. At most four tsharks are alive: one being read, two fed (or being fed) and queued,
+and one started that waits for room in the queue before it is fed.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 pyshark's default path asks tshark for the whole protocol tree as XML and builds a
 Python object per field (~500 packets/s). Here tshark dissects only the protocols
 egress reads and prints only the fields it needs as tab-separated custom columns,
-which is about twice as fast as `-T fields` (see PERF-NOTES) and leaves Python with
-one `str.split` per packet. tshark is located through pyshark, so the same binary
-serves the pyshark reference path (`capture.pyshark_source`).
+which is about twice as fast as `-T fields` (see ../shared/PERF-NOTES.md) and leaves
+Python with one `str.split` per packet. tshark is located through pyshark, so the test that
+holds this path to pyshark's full dissection (tests/test_capture.py) runs the same binary.
 """
 
 from __future__ import annotations

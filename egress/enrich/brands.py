@@ -9,9 +9,9 @@ remaining *core* must match one of a brand's patterns in full. Substrings never 
 Dahua, and "HYESUNG TECHWIN" is not Hanwha.
 
 Every entry was checked against the registry as Wireshark ships it (Debian
-libwireshark-data 4.0.17), except one name the spec gives that this registry does not list
-yet ("Hanwha Techwin"), marked as such. An organisation that matches nothing has no brand
-(None) and callers keep the registry's name.
+libwireshark-data 4.0.17), except one organisation name this registry does not list yet
+("Hanwha Techwin", a former name of the spec's Hanwha), marked as such. An organisation
+that matches nothing has no brand (None) and callers keep the registry's name.
 """
 
 from __future__ import annotations

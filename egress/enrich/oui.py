@@ -1,7 +1,7 @@
 """IEEE MAC-address registry lookups (MA-L /24, MA-M /28, MA-S /36), longest prefix first.
 
 The registry is read from Wireshark's ``manuf`` file, the same data tshark uses for
-``eth.src_oui_resolved``, so both capture paths name a device's maker identically. Debian
+``eth.src_oui_resolved``, so egress names a device's maker as Wireshark does. Debian
 ships it in ``libwireshark-data`` as ``/usr/share/wireshark/manuf``: one assignment a line,
 ``PREFIX<TAB>short name[<TAB>long name]``, where ``PREFIX`` is three octets (an MA-L /24) or
 six octets with a mask (``40:2C:76:10:00:00/28``). Small blocks are carved out of /24s owned

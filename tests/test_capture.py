@@ -84,6 +84,7 @@ def test_fast_path_agrees_with_pyshark_full_dissection() -> None:
     theirs = []
     loop = asyncio.new_event_loop()  # pyshark's sync API runs its own loop; earlier tests may have closed the default one
     cap = pyshark.FileCapture(str(path), eventloop=loop)
+    crash = pyshark.capture.capture.TSharkCrashException
     try:
         for pkt in cap:
             if "IP" not in pkt:
@@ -94,8 +95,13 @@ def test_fast_path_agrees_with_pyshark_full_dissection() -> None:
                 sni = str(pkt.tls.handshake_extensions_server_name)
             ports = (int(layer.srcport), int(layer.dstport)) if layer is not None else (0, 0)
             theirs.append((round(float(pkt.sniff_timestamp), 6), int(pkt.length), pkt.ip.src, pkt.ip.dst, *ports, sni))
+    except crash:
+        pass  # pyshark judges tshark's exit code when it cleans up, after the file's end (seen under load): the packets read decide
     finally:
-        cap.close()
+        try:
+            cap.close()
+        except crash:
+            pass
         loop.close()
     assert ours == theirs
 

@@ -12,16 +12,16 @@ What a capture file starts with is checked against the table in `pcapfile`.
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import stat
 import struct
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import structlog
 
@@ -31,6 +31,7 @@ from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.rotation import RotatingTshark
 from egress.capture.tshark import LineStats, parse_line, tshark_argv, tshark_path
 from egress.errors import InputError
+from egress.localnet import IPNetwork
 from egress.model import Packet
 
 __all__ = ["FileSource", "FileReport"]
@@ -78,12 +79,13 @@ class FileSource:
         self._progress = progress
         self.report = FileReport(path)
         self._pipe = False
-        self._stream: BinaryIO | None = None  # a pipe, open from the check to the end
+        self._stream: io.BufferedReader | None = None  # a pipe, open from the check to the end
         self._head = b""
         self._prefilter_error = ""
 
     @classmethod
-    def for_networks(cls, path: Path, local_networks: list, extra_bpf: str = "", **kw: object) -> FileSource:
+    def for_networks(cls, path: Path, local_networks: Iterable[IPNetwork], extra_bpf: str = "", **kw: object) -> FileSource:
+        local_networks = list(local_networks)
         return cls(path, build_filter(local_networks, extra_bpf), build_filter(local_networks, extra_bpf, vlan=False), **kw)  # type: ignore[arg-type]
 
     def _open(self) -> bytes:
@@ -133,7 +135,8 @@ class FileSource:
         if head[:4] != PCAPNG_MAGIC or self._pipe:
             return True  # a pipe's length is known only at its end
         order = PCAPNG_BYTE_ORDERS.get(head[8:12], ">")
-        return self.path.stat().st_size >= struct.unpack(order + "I", head[4:8])[0]
+        declared: int = struct.unpack(order + "I", head[4:8])[0]
+        return self.path.stat().st_size >= declared
 
     def packets(self) -> Iterator[Packet]:
         self._head = self._open()
@@ -222,7 +225,9 @@ class FileSource:
         rot = RotatingTshark(proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, name=str(self.path))
         finished = False
         try:
-            yield from rot.packets()
+            for pkt in rot.packets():
+                if pkt is not None:  # a file's stream never pauses: no ticks
+                    yield pkt
             finished = True
         finally:
             reap(proc, wait_seconds=EXIT_SECONDS if finished else 0.0)  # stopped early: leave no tcpdump behind

@@ -15,6 +15,7 @@ dies, so none outlives it.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import structlog
 
@@ -86,7 +88,7 @@ class LiveSource:
         proc = spawn(self.argv(), stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         ready, _, _ = select.select([proc.stdout], [], [], _START_SECONDS)
-        if not ready or proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] == b"" or proc.poll() is not None:
+        if not ready or cast(io.BufferedReader, proc.stdout).peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] == b"" or proc.poll() is not None:
             reap(proc)
             raise _start_error(self.interface, proc.stderr.read().decode("utf-8", "replace"))
         self._watch = _DropWatch(proc.pid, self.interface, self._count)

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import IO
 
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, pcap_magic
 from egress.capture.process import EXIT_SECONDS, reap
@@ -40,7 +40,7 @@ class RotatingTshark:
 
     def __init__(
         self,
-        stream: BinaryIO,
+        stream: IO[bytes],
         start_tshark: Callable[[], subprocess.Popen[bytes]],
         *,
         chunk_packets: int = 100_000,

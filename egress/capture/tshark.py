@@ -67,7 +67,7 @@ def tshark_path() -> str:
     try:
         from pyshark.tshark.tshark import get_process_path
 
-        path = get_process_path()
+        path = str(get_process_path())
         if Path(path).exists():
             return path
     except Exception:  # pyshark raises its own TSharkNotFoundException; PATH is the fallback

@@ -86,12 +86,12 @@ class RuleEntry(_Strict):
     @field_validator("destinations", mode="before")
     @classmethod
     def _destinations(cls, value: object) -> tuple[Destination, ...]:
-        return tuple(parse_destination(v) for v in _as_list(value))
+        return tuple(parse_destination(str(v)) for v in _as_list(value))
 
     @field_validator("ports", mode="before")
     @classmethod
     def _ports(cls, value: object) -> tuple[PortRange, ...]:
-        return tuple(parse_port(v) for v in _as_list(value))
+        return tuple(parse_port(str(v)) for v in _as_list(value))
 
     @field_validator("countries", mode="before")
     @classmethod

@@ -84,7 +84,7 @@ class CapturePump:
         self._metrics.frames_skipped.labels(self._interface)
         batch: list[Message] = []
         counted = 0
-        last = time.monotonic()
+        last = last_count = time.monotonic()
         try:
             for pkt in self._packets():
                 if pkt is None:  # a quiet second on a live link
@@ -94,9 +94,9 @@ class CapturePump:
                     records = self._meter.add(pkt)
                 for rec in records:
                     batch.append(flow_message(rec))
-                if counted >= _BATCH or pkt is None:
-                    captured.inc(counted)
-                    counted = 0
+                if counted >= _BATCH or pkt is None or (counted & 7 == 0 and time.monotonic() - last_count >= 1.0):
+                    captured.inc(counted)  # at least once a second on a slow link, not only every _BATCH packets
+                    counted, last_count = 0, time.monotonic()
                     self._count_skipped()
                 if batch:
                     now = time.monotonic()

@@ -117,7 +117,8 @@ def test_stalled_dissection_does_not_split_an_active_flow(lab: Lab, geoip: dict[
     code = ("import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('10.20.1.11', 40123))\n"
             "for _ in range(40):\n    s.sendto(b'x', ('203.0.113.10', 5003))\n    time.sleep(0.3)\n")  # fmt: skip
     sender = lab.start(cam, [sys.executable, "-c", code])
-    time.sleep(1.5)
+    key = f'egress_packets_captured_total{{interface="{cap}"}}'
+    assert wait_for(lambda: agent.metrics().get(key, 0) >= 3, 20)  # the flow is under way: its first packets were dissected
     stalled = [pid for pid, _ in agent_ns.pids(("tshark",))]
     for pid in stalled:
         os.kill(pid, signal.SIGSTOP)  # dissection stalls for 6 s: packets wait in the pipe and the ring
@@ -125,7 +126,6 @@ def test_stalled_dissection_does_not_split_an_active_flow(lab: Lab, geoip: dict[
     for pid in stalled:
         os.kill(pid, signal.SIGCONT)
     sender.wait(30)
-    key = f'egress_packets_captured_total{{interface="{cap}"}}'
     assert wait_for(lambda: agent.metrics().get(key, 0) >= 40, 20)
     time.sleep(5)  # the flow leaves on its idle timeout
     rc, _ = agent.terminate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,17 @@ def test_city_database_works_as_country_database(geoip: dict[str, Path]) -> None
     proc = run_egress("analyze", PCAPS / "building-cctv-ipv6.pcapng", "--policy", POLICY, "--geoip-country", geoip["city"], "--geoip-asn", geoip["asn"], "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert sorted(map(_key, ndjson(proc.stdout))) == sorted(EXPECTED["building-cctv-ipv6.pcapng"])
+
+
+def test_messages_name_an_address_once_and_piped_tables_keep_macs_whole(geoip: dict[str, Path]) -> None:
+    """An alert without a name gives its address once (not `198.51.100.10 [198.51.100.10]`); a
+    table written to a pipe is as wide as its rows, so no MAC is folded over two lines."""
+    alerts = _analyze(PCAPS / "street-cctv-vlan20.pcap", geoip)
+    unnamed = next(a for a in alerts if a["destination"]["ip"] == "198.51.100.10")
+    assert "→ 198.51.100.10 tcp/8000" in unnamed["message"] and "[198.51.100.10]" not in unnamed["message"]
+    named = next(a for a in alerts if a["destination"]["ip"] == "198.51.100.200" and a["rule"]["category"] == "deny")
+    assert "→ dev.hik-connect.com [198.51.100.200] tcp/443" in named["message"]
+    proc = run_egress("analyze", PCAPS / "street-cctv-vlan20.pcap", "--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"])
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "street-cctv" in line]
+    assert rows and all(re.search(r"[0-9A-F]{2}(-[0-9A-F]{2}){5}", row) for row in rows)

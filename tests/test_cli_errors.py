@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import PCAPS, POLICY, ndjson, run_egress
 
@@ -194,3 +199,28 @@ def test_capture_bpf_that_would_mean_something_else_per_vlan_depth_exits_2(tmp_p
         assert len(errors) == 1 and errors[0].startswith(f"egress: {cfg}:3: capture.bpf: ") and message in errors[0]
     cfg.write_text("site: x\ncapture:\n  bpf: ip proto \\tcp\n")
     assert run_egress("check", "--config", cfg, "--policy", POLICY).returncode == 0
+
+
+@pytest.mark.parametrize("option", ["--flows-out", "--alerts-out"])
+@pytest.mark.parametrize("where", ["missing/dir/out.ndjson", "."])
+def test_an_output_that_cannot_be_written_is_one_line_exit_2(option: str, where: str, geoip: dict[str, Path], tmp_path: Path) -> None:
+    """--flows-out (analyze) and --alerts-out (run) into a missing directory or onto a directory: one line naming it, exit 2."""
+    target = tmp_path / where
+    command = ("analyze", SAMPLE) if option == "--flows-out" else ("run", "--read", SAMPLE)
+    proc = run_egress(*command, option, target, "--policy", POLICY, "--geoip-country", geoip["country"], "--geoip-asn", geoip["asn"],
+                      env={"EGRESS_METRICS__LISTEN": "127.0.0.1:0"})  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert _errors(proc.stderr) == [f"egress: {target}: cannot write the {'flow' if option == '--flows-out' else 'alert'} records: "
+                                    + ("No such file or directory" if where != "." else "Is a directory")]  # fmt: skip
+    assert "Traceback" not in proc.stderr
+
+
+def test_flows_out_dash_is_stdout(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """`--flows-out -` writes the flow records to standard output, not to a file named `-`."""
+    proc = subprocess.run([sys.executable, "-m", "egress", "analyze", str(SAMPLE), "--flows-out", "-", "--format", "csv", "--policy", str(POLICY),
+                           "--geoip-country", str(geoip["country"]), "--geoip-asn", str(geoip["asn"])],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    flows = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert flows and all(json.loads(line)["event"]["kind"] == "event" for line in flows)
+    assert not (tmp_path / "-").exists()

@@ -204,11 +204,10 @@ class Evaluator:
 
     def _alert(self, rec: FlowRecord, group: Group, category: str, rule_name: str, severity: str) -> Alert:
         rule_id = f"{group.name}/{category}/{rule_name}"
-        dest = rec.destination_domain or rec.destination.ip
         where = ", ".join(x for x in (rec.destination_country, f"AS{rec.destination_asn}" if rec.destination_asn else "") if x)
         port = f"{rec.transport_name}/{rec.destination.port}" if rec.destination.port else rec.transport_name
         verb = "denied egress" if category == "deny" else "unexpected egress"
-        message = f"{verb}: {self._device_label(rec)} → {dest} [{rec.destination.ip}] {port}" + (f" ({where})" if where else "")
+        message = f"{verb}: {self._device_label(rec)} → {_destination(rec.destination_domain, rec.destination.ip)} {port}" + (f" ({where})" if where else "")
         message += f" by rule {rule_name} of group {group.name}"
         event_id = _event_id(rec.community_id, iso(rec.start), rec.device or "", rule_id)
         return Alert(rec, group.name, event_id, category, rule_id, rule_name, self.policy.name, severity, message)
@@ -217,7 +216,8 @@ class Evaluator:
         scope, identity, port = key
         whose = f"group {group.name}" if settings.scope == "group" else f"device {scope} (group {group.name})"
         where = ", ".join(x for x in (rec.destination_country, f"AS{rec.destination_asn}" if rec.destination_asn else "") if x)
-        message = (f"new destination: {self._device_label(rec)} → {identity} {port} [{rec.destination.ip}]" + (f" ({where})" if where else "")
+        address = f" [{rec.destination.ip}]" if identity != rec.destination.ip else ""
+        message = (f"new destination: {self._device_label(rec)} → {identity} {port}{address}" + (f" ({where})" if where else "")
                    + f", not in the learned baseline of {whose}")  # fmt: skip
         rule_id = f"{group.name}/new-destination/new-destination"
         event_id = _event_id("new-destination", scope, identity, port)
@@ -244,6 +244,11 @@ class Evaluator:
     @property
     def devices_reported(self) -> frozenset[str]:
         return frozenset(self._reported)
+
+
+def _destination(name: str | None, ip: str) -> str:
+    """`name [ip]`, or the IP alone where there is no name (or the name is the IP)."""
+    return f"{name} [{ip}]" if name and name != ip else ip
 
 
 @lru_cache(maxsize=65_536)

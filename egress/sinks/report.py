@@ -93,7 +93,8 @@ class Report:
         if self._fmt != "table":
             self._out.flush()
             return
-        console = Console(file=self._out, width=160 if not self._out.isatty() else None)
+        # on a terminal, its width; piped, as wide as the rows need (a fixed width folded MACs and names)
+        console = Console(file=self._out, width=None if self._out.isatty() else 10_000)
         table = Table(title=f"Alerts ({len(self._alerts)})", show_lines=False)
         for column in ("time", "category", "rule", "sev", "group", "device", "vendor", "destination", "port", "name", "cc", "asn"):
             table.add_column(column, overflow="fold")

@@ -93,7 +93,8 @@ def _destination(k: int) -> tuple[str, int, int, str | None, int | None, str | N
 def _records(n: int, devices: int, groups: int, keys: int):  # noqa: ANN202 - generator of FlowRecord
     from egress.model import TCP, UDP, Endpoint, FlowRecord
 
-    learn_keys = keys * 9 // 10
+    per_group = max(1, keys // groups)  # scope: group: each group learns its own keys, `keys` in all
+    learn_keys = per_group * 9 // 10
     for i in range(n):
         d = i % devices
         g = d % groups
@@ -109,7 +110,7 @@ def _records(n: int, devices: int, groups: int, keys: int):  # noqa: ANN202 - ge
             dst, transport, dport, domain, asn, cc = "198.51.100.10", TCP, 443, "cams.vms.example", 15169, "GB"
         else:  # left to the baseline (or default_verdict)
             b = (c // 100) * 90 + kind - 10
-            k = (b * 7919) % (learn_keys if start < T0 + SPAN / 2 else keys)
+            k = (b * 7919) % (learn_keys if start < T0 + SPAN / 2 else per_group)
             dst, transport, dport, domain, asn, cc = _destination(k)
         yield FlowRecord(
             start=start, end=start + 1.0, transport=transport,

@@ -47,9 +47,9 @@ def run(verb: str, args: argparse.Namespace, config: Config, explicit_policy: bo
             raise UsageError(f"{where}: no such key: {', '.join(missing)} (see egress baseline show)")
         for key in keys:
             if verb == "approve":
-                state.entries[key].state = "learned"
+                state.restate(key, "learned")
             else:
-                del state.entries[key]
+                state.remove(key)
         if store is not None:
             store.save()
         else:

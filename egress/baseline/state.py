@@ -58,23 +58,44 @@ class Volume:
     group: str
     learned_max: int = 0  # the largest window while the scope learned
     windows: dict[float, list[int]] = field(default_factory=dict)  # window start → [bytes, alerted]
+    noted: int = 0  # the learned maximum last marked for writing (not saved: a loaded state starts from learned_max)
 
 
 class BaselineState:
     def __init__(self) -> None:
-        self.entries: dict[Key, Entry] = {}
+        self.entries: dict[Key, Entry] = {}  # changed through add/restate/remove, which keep the tally
         self.scopes: dict[str, Scope] = {}
         self.volumes: dict[str, Volume] = {}
         self.changed: set[tuple[str, str]] = set()  # ("key"|"scope"|"volume", name) since the last drain
+        self._tally: Counter[tuple[str, str]] = Counter()
+
+    def add(self, key: Key, entry: Entry) -> None:
+        old = self.entries.get(key)
+        if old is not None:
+            self._tally[old.group, old.state] -= 1
+        self.entries[key] = entry
+        self._tally[entry.group, entry.state] += 1
+
+    def restate(self, key: Key, state: str) -> None:
+        entry = self.entries[key]
+        self._tally[entry.group, entry.state] -= 1
+        entry.state = state
+        self._tally[entry.group, state] += 1
+
+    def remove(self, key: Key) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self._tally[entry.group, entry.state] -= 1
 
     def replace_with(self, other: BaselineState) -> None:
         """Take another state's contents (a loaded file) into this one, which others hold."""
-        self.entries, self.scopes, self.volumes = other.entries, other.scopes, other.volumes
+        self.entries, self.scopes, self.volumes, self._tally = other.entries, other.scopes, other.volumes, other._tally
         self.changed = set()
 
     def counts(self) -> Counter[tuple[str, str]]:
-        """Keys by (group, state), for egress_baseline_keys."""
-        return Counter((e.group, e.state) for e in self.entries.values())
+        """Keys by (group, state), for egress_baseline_keys: kept as entries come and go, not
+        counted; a state that emptied stays with 0, so its gauge goes to 0."""
+        return Counter(self._tally)
 
     # -- JSON -------------------------------------------------------------------
     def to_doc(self) -> dict[str, Any]:
@@ -97,8 +118,7 @@ class BaselineState:
             for name, s in doc["scopes"].items():
                 state.scopes[str(name)] = Scope(str(s["group"]), float(s["start"]), None if s.get("until") is None else float(s["until"]))
             for item in doc["keys"]:
-                key, entry = entry_of(item)
-                state.entries[key] = entry
+                state.add(*entry_of(item))
             for device, v in doc["volume"].items():
                 state.volumes[str(device)] = volume_of(v)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -123,4 +143,5 @@ def volume_doc(v: Volume) -> dict[str, Any]:
 
 
 def volume_of(item: dict[str, Any]) -> Volume:
-    return Volume(str(item["group"]), int(item["learned_max"]), {float(s): [int(b), int(a)] for s, b, a in item["windows"]})
+    learned = int(item["learned_max"])
+    return Volume(str(item["group"]), learned, {float(s): [int(b), int(a)] for s, b, a in item["windows"]}, learned)

@@ -64,14 +64,15 @@ def merge(state: BaselineState, key: bytes, value: bytes | None) -> None:  # noq
         if len(parts) != 3:
             raise ValueError(f"not a baseline key: {name!r}")
         if not value:
-            state.entries.pop(parts, None)
+            state.remove(parts)
             return
         k, remote = entry_of(json.loads(value))
         local = state.entries.get(k)
         if local is None:
-            state.entries[k] = remote
+            state.add(k, remote)
             return
-        local.state = "learned" if "learned" in (local.state, remote.state) else "alerted"
+        if remote.state == "learned" and local.state != "learned":
+            state.restate(k, "learned")
         local.first_seen = min(local.first_seen, remote.first_seen)
         local.last_seen = max(local.last_seen, remote.last_seen)
         local.flows, local.bytes = max(local.flows, remote.flows), max(local.bytes, remote.bytes)

@@ -174,8 +174,7 @@ class Evaluator:
         settings = compiled.baseline
         scope, learning = "", False
         if settings is not None:
-            scope = self.learner.scope(rec, group.name, settings)
-            learning = self.learner.learning(scope, settings, rec.start)
+            scope, learning = self.learner.scope(rec, group.name, settings)
             crossing = self.learner.volume(rec, group.name, settings, learning)
             if crossing is not None:
                 alerts.append(self._volume_alert(rec, group, crossing))

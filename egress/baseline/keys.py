@@ -16,7 +16,10 @@ from egress.model import FlowRecord
 __all__ = ["identity", "port_key", "EPHEMERAL"]
 
 EPHEMERAL = 49152
-_PSL = PublicSuffixList()  # ICANN and private sections
+@lru_cache(maxsize=1)
+def _psl() -> PublicSuffixList:
+    """The list (ICANN and private sections), parsed on first use (~0.2 s): only baselines need it."""
+    return PublicSuffixList()
 
 
 @lru_cache(maxsize=65_536)
@@ -24,7 +27,7 @@ def registered_domain(name: str) -> str:
     """`eu1.vms.eyecloud.co.uk` → `eyecloud.co.uk`; `b.s3.amazonaws.com` stays itself (s3.amazonaws.com
     is a private suffix); a name that is itself a suffix (or a single label) stays itself."""
     name = name.lower().rstrip(".")
-    return _PSL.privatesuffix(name) or name
+    return _psl().privatesuffix(name) or name
 
 
 def identity(rec: FlowRecord) -> str:

@@ -177,8 +177,7 @@ def state_memory(n_keys: int, groups: int, traced: bool) -> dict[str, float]:
                 destination_domains=(domain,) if domain else (), destination_domain=domain, destination_country=cc, destination_asn=asn,
             )  # fmt: skip
             group = f"g{g:02d}"
-            scope = learner.scope(rec, group, settings)
-            learning = learner.learning(scope, settings, rec.start)
+            scope, learning = learner.scope(rec, group, settings)
             learner.judge(rec, scope, group, learning)
             learner.volume(rec, group, settings, learning)
             made += 1

@@ -100,15 +100,36 @@ def _meter(config: Config, local: LocalNetworks, enrichers: Enrichers) -> FlowMe
     return FlowMeter.from_config(config, local, enrichers.chain())
 
 
-def _file_capture(config: Config, local: LocalNetworks, enrichers: Enrichers, path: Path) -> Capture:
-    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets)
+def _file_capture(
+    config: Config, local: LocalNetworks, enrichers: Enrichers, path: Path, *,
+    analysis: Analysis | None = None, progress: Callable[[int], None] | None = None,
+) -> Capture:  # fmt: skip
+    """One capture file through its own flow table. For `analyze` (`analysis` given) a file
+    that cannot be read is kept in its input_errors and the next file goes on, and what was
+    read is added up; for `--read` the error ends the command (exit 2)."""
+    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, progress=progress)
+    meter = _meter(config, local, enrichers)
 
     def packets() -> Iterator[Packet | None]:
-        yield from source.packets()
+        try:
+            yield from source.packets()
+        except InputError as exc:
+            if analysis is None:
+                raise
+            analysis.input_errors.append(str(exc))
+            log.error("capture_unreadable", file=str(path), reason=str(exc))
+            return
+        finally:
+            if analysis is not None:
+                analysis.packets += source.report.packets
         for warning in source.report.warnings:
+            if analysis is not None:
+                analysis.warnings.append(warning)
             log.warning("capture_warning", file=str(path), message=warning)
+        if analysis is not None:
+            log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
 
-    return Capture("pcap", packets, _meter(config, local, enrichers), skipped=lambda: source.report.frames_skipped)
+    return Capture("pcap" if analysis is None else str(path), packets, meter, skipped=lambda: source.report.frames_skipped)
 
 
 def check_inputs(files: Sequence[Path]) -> None:
@@ -277,27 +298,5 @@ def analyze(
     bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(CollectorRegistry()))
     parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
     analysis = Analysis(parts, report)
-    parts.captures = [Captures([_analyzed_file(config, local, enrichers, path, analysis, progress)], metrics) for path in files]
+    parts.captures = [Captures([_file_capture(config, local, enrichers, path, analysis=analysis, progress=progress)], metrics) for path in files]
     return analysis
-
-
-def _analyzed_file(config: Config, local: LocalNetworks, enrichers: Enrichers, path: Path, analysis: Analysis, progress: Callable[[int], None] | None) -> Capture:
-    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, progress=progress)
-    meter = _meter(config, local, enrichers)
-
-    def packets() -> Iterator[Packet | None]:
-        try:
-            yield from source.packets()
-        except InputError as exc:
-            analysis.input_errors.append(str(exc))
-            log.error("capture_unreadable", file=str(path), reason=str(exc))
-            return
-        finally:
-            analysis.packets += source.report.packets
-        for warning in source.report.warnings:
-            analysis.warnings.append(warning)
-            log.warning("capture_warning", file=str(path), message=warning)
-        log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
-
-    return Capture(str(path), packets, meter, skipped=lambda: source.report.frames_skipped)
-

@@ -611,17 +611,20 @@ def write_pcapng(path: Path, cap: Capture, if_name: str = "eth1") -> None:
     path.write_bytes(bytes(out))
 
 
-def main(argv: list[str]) -> int:
+def write_all(argv: list[str], builds) -> int:  # builds: ((Capture factory, writer), ...)
+    """Build each capture and write it into argv[1] (default: pcaps/), saying what was written."""
     outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
     outdir.mkdir(parents=True, exist_ok=True)
-    for build, writer in ((street_cctv_vlan20, write_pcap),
-                          (building_cctv_ipv6, write_pcapng),
-                          (trunk_qinq_mixed, write_pcap)):
+    for build, writer in builds:
         cap = build()
         path = outdir / cap.name
         writer(path, cap)
         print(f"{path}: {len(cap.frames)} frames, {path.stat().st_size} bytes")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    return write_all(argv, ((street_cctv_vlan20, write_pcap), (building_cctv_ipv6, write_pcapng), (trunk_qinq_mixed, write_pcap)))
 
 
 if __name__ == "__main__":

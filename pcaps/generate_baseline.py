@@ -20,7 +20,6 @@ raise; tests/baseline/test_baseline_samples.py checks it.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from generate import (
     RESOLVER_MAC,
@@ -38,6 +37,7 @@ from generate import (
     tls_app_data,
     tls_session,
     udp,
+    write_all,
     write_pcap,
 )
 
@@ -179,14 +179,7 @@ def upload() -> Capture:
 
 
 def main(argv: list[str]) -> int:
-    outdir = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
-    outdir.mkdir(parents=True, exist_ok=True)
-    for build in (learn_enforce, upload):
-        cap = build()
-        path = outdir / cap.name
-        write_pcap(path, cap)
-        print(f"{path}: {len(cap.frames)} frames, {path.stat().st_size} bytes")
-    return 0
+    return write_all(argv, ((learn_enforce, write_pcap), (upload, write_pcap)))
 
 
 if __name__ == "__main__":

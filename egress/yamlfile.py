@@ -186,11 +186,23 @@ def load_located(path: Path, what: str) -> LocatedYaml:
     return LocatedYaml(path, data, builder.lines)
 
 
+class ItemError(ValueError):
+    """A validator's error about one item below it (a duplicate, say): located at that
+    item's line (`path` below the validated value), not at the value's key."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 def format_errors(doc: LocatedYaml | None, exc: ValidationError, source: str = "") -> list[str]:
     """One `file:line: key.path: message` line per pydantic error."""
     out = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ItemError):
+            loc = (*loc, *cause.path)
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import pycountry
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from egress.baseline.settings import BaselineSection
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
 from egress.mac import normalise as normalise_mac
-from egress.yamlfile import load_located, validate
+from egress.yamlfile import ItemError, load_located, validate
 
 __all__ = ["Policy", "Group", "Match", "RuleEntry", "PortRange", "Destination", "load_policy", "default_policy", "COVERED_VENDORS"]
 
@@ -21,6 +22,11 @@ COVERED_VENDORS = ("Hikvision", "Dahua", "Hytera", "Huawei", "ZTE")
 Severity = Literal["low", "medium", "high", "critical"]
 
 _PORT = re.compile(r"^(tcp|udp|any)/(\d{1,5})(?:-(\d{1,5}))?$")
+_MAX_ASN = 2**32 - 1
+# ISO 3166-1 alpha-2 as pycountry carries it, and XK (Kosovo: user-assigned, but what GeoIP
+# databases answer). "UK" is the commonest slip: ISO's code is GB.
+_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries) | {"XK"}
+_COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
 _HOST = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,62})?)(\.[a-z0-9_]([a-z0-9_-]{0,62})?)*\.?$")
 
 
@@ -99,10 +105,19 @@ class RuleEntry(_Strict):
         out = []
         for v in _as_list(value):
             code = str(v).strip().upper()
-            if not re.fullmatch(r"[A-Z]{2}", code):
-                raise ValueError(f"country {v!r} is not an ISO 3166 two-letter code")
+            if code not in _COUNTRIES:
+                hint = f" (did you mean {_COUNTRY_HINTS[code]}?)" if code in _COUNTRY_HINTS else ""
+                raise ValueError(f"country {v!r} is not an ISO 3166-1 alpha-2 code{hint}")
             out.append(code)
         return tuple(out)
+
+    @field_validator("asns")
+    @classmethod
+    def _asns(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for asn in value:
+            if not 0 <= asn <= _MAX_ASN:
+                raise ValueError(f"ASN {asn} is outside 0-{_MAX_ASN}")
+        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> RuleEntry:
@@ -143,6 +158,17 @@ class Group(_Strict):
     deny: tuple[RuleEntry, ...] = ()
     baseline: BaselineSection | None = None  # overrides of the top-level section, or `off`
 
+    @model_validator(mode="after")
+    def _unique_rules(self) -> Group:
+        """A rule's name is its identity in alerts and metrics (`group/category/name`)."""
+        first: dict[str, str] = {}
+        for where, rules in (("deny", self.deny), ("allow", self.allow)):
+            for i, rule in enumerate(rules):
+                if rule.name in first:
+                    raise ItemError((where, i), f"rule name {rule.name!r} is used twice in group {self.name!r} (first at {first[rule.name]})")
+                first[rule.name] = f"{where}.{i}"
+        return self
+
 
 class Device(_Strict):
     mac: str
@@ -169,14 +195,31 @@ class Policy(_Strict):
     def _local(cls, value: object) -> tuple[IPNetwork, ...]:
         return tuple(_network(v) for v in _as_list(value))
 
-    @model_validator(mode="after")
-    def _unique(self) -> Policy:
-        seen: set[str] = set()
-        for group in self.groups:
-            if group.name in seen:
-                raise ValueError(f"group name {group.name!r} is used twice")
-            seen.add(group.name)
-        return self
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, value: tuple[Group, ...]) -> tuple[Group, ...]:
+        if dup := _duplicate([g.name for g in value]):
+            first, second = dup
+            raise ItemError((second,), f"group name {value[second].name!r} is used twice (first at groups.{first})")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_devices(cls, value: tuple[Device, ...]) -> tuple[Device, ...]:
+        if dup := _duplicate([d.mac for d in value]):
+            first, second = dup
+            raise ItemError((second,), f"MAC {value[second].mac} is listed twice (first at devices.{first})")
+        return value
+
+
+def _duplicate(keys: list[str]) -> tuple[int, int] | None:
+    """The indexes of the first repeated key: where it was first, and where again."""
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key in first:
+            return first[key], i
+        first[key] = i
+    return None
 
 
 def _as_list(value: object) -> list[object]:

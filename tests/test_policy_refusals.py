@@ -1,0 +1,68 @@
+"""Policy mistakes that would silently weaken detection are refused, each at its own line
+(issue: nothing typed wrong goes unnoticed), by `egress check` as at every start."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASES = [
+    pytest.param(
+        "groups:\n  - name: cams\n    deny:\n      - {name: uk, countries: [UK]}\n",
+        "5: groups.0.deny.0.countries: country 'UK' is not an ISO 3166-1 alpha-2 code (did you mean GB?)",
+        id="country-UK",
+    ),
+    pytest.param(
+        "groups:\n  - name: cams\n    deny:\n      - {name: zz, countries: [CN, ZZ]}\n",
+        "5: groups.0.deny.0.countries: country 'ZZ' is not an ISO 3166-1 alpha-2 code",
+        id="country-unassigned",
+    ),
+    pytest.param(
+        "groups:\n  - name: cams\n    allow:\n      - {name: big, asns: [4294967296]}\n",
+        "5: groups.0.allow.0.asns: ASN 4294967296 is outside 0-4294967295",
+        id="asn-too-big",
+    ),
+    pytest.param(
+        "groups:\n  - name: cams\n    deny:\n      - {name: p2p, ports: [udp/32100]}\n"
+        "    allow:\n      - {name: ntp, ports: [udp/123]}\n      - {name: p2p, countries: [US]}\n",
+        "8: groups.0.allow.1: rule name 'p2p' is used twice in group 'cams' (first at deny.0)",
+        id="rule-name-twice",
+    ),
+    pytest.param(
+        "devices:\n  - {mac: 44:19:b6:00:00:01, name: door}\n  - {mac: 44:19:b6:00:00:02, name: gate}\n"
+        "  - {mac: 4419.B600.0001, name: lobby}\n",
+        "5: devices.2: MAC 44-19-B6-00-00-01 is listed twice (first at devices.0)",
+        id="mac-twice",
+    ),
+    pytest.param(
+        "groups:\n  - name: street\n  - name: lobby\n  - name: street\n    match: {vlans: [20]}\n",
+        "5: groups.2: group name 'street' is used twice (first at groups.0)",
+        id="group-twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "line"), CASES)
+def test_check_refuses_at_the_line(tmp_path: Path, body: str, line: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text("version: 1\n" + body)
+    proc = subprocess.run([sys.executable, "-m", "egress", "check", "--policy", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert f"egress: {path}:{line}" in proc.stderr.splitlines()
+    assert "Traceback" not in proc.stderr
+
+
+def test_what_is_refused_above_is_accepted_when_right(tmp_path: Path) -> None:
+    """The same shapes, written correctly, pass: GB and XK (GeoIP's Kosovo) are countries,
+    4294967295 is an ASN, one name per rule, group and MAC."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "version: 1\ndevices:\n  - {mac: 44:19:b6:00:00:01, name: door}\n  - {mac: 44:19:b6:00:00:02, name: lobby}\n"
+        "groups:\n  - name: street\n    deny:\n      - {name: p2p, countries: [GB, XK], asns: [4294967295]}\n"
+        "    allow:\n      - {name: vms, ports: [tcp/443]}\n  - name: lobby\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "egress", "check", "--policy", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

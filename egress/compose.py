@@ -29,7 +29,7 @@ from egress.capture.prefilter import build_filter
 from egress.capture.tshark import tshark_path
 from egress.config import DEFAULT_POLICY_PATH, CaptureConfig, Config, GeoipConfig
 from egress.enrich import Enrichers
-from egress.enrich.oui import ManufNotFoundError, OuiRegistry
+from egress.enrich.oui import ManufNotFoundError, OuiRegistry, default_registry
 from egress.errors import DependencyMissing, InputError, UsageError
 from egress.flows.meter import FlowMeter
 from egress.localnet import LocalNetworks
@@ -82,11 +82,10 @@ def _geoip_paths(config: Config, policy: Policy) -> tuple[Path | None, Path | No
     return paths[0], paths[1]
 
 
-@functools.cache
 def _oui_registry() -> OuiRegistry:
-    """The IEEE registry, parsed once per process (~0.3 s): every source and every file shares it."""
+    """The IEEE registry, parsed once per process: every source and every file shares it."""
     try:
-        return OuiRegistry.load()
+        return default_registry()
     except ManufNotFoundError as exc:
         raise DependencyMissing(str(exc.strerror)) from None
 

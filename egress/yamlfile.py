@@ -212,11 +212,12 @@ def format_errors(doc: LocatedYaml | None, exc: ValidationError, source: str = "
     return out
 
 
-def validate(model: type[M], doc: LocatedYaml) -> M:
-    """Validate a whole document; every error, with its line, in one UsageError."""
+def validate(model: type[M], doc: LocatedYaml, context: dict[str, object] | None = None) -> M:
+    """Validate a whole document; every error, with its line, in one UsageError. `context`
+    reaches the model's validators (what they check against)."""
     if not isinstance(doc.data, dict):
         raise UsageError(f"{doc.path}:1: expected a mapping of keys at the top level")
     try:
-        return model.model_validate(doc.data)
+        return model.model_validate(doc.data, context=context)
     except ValidationError as exc:
         raise UsageError("\n".join(format_errors(doc, exc))) from None

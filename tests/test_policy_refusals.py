@@ -38,6 +38,18 @@ CASES = [
         id="mac-twice",
     ),
     pytest.param(
+        "covered_vendors: [Hikvision, Hikvison]\n",
+        "2: covered_vendors.1: vendor 'Hikvison' is neither a brand of the catalogue nor an organisation of the "
+        "IEEE registry: it would match no device (did you mean Hikvision?)",
+        id="covered-vendor-typo",
+    ),
+    pytest.param(
+        "groups:\n  - name: doors\n    match:\n      vendors:\n        - Axis\n        - Acme Doorbells\n",
+        "7: groups.0.match.vendors.1: vendor 'Acme Doorbells' is neither a brand of the catalogue nor an "
+        "organisation of the IEEE registry: it would match no device",
+        id="match-vendor-unknown",
+    ),
+    pytest.param(
         "groups:\n  - name: street\n  - name: lobby\n  - name: street\n    match: {vlans: [20]}\n",
         "5: groups.2: group name 'street' is used twice (first at groups.0)",
         id="group-twice",
@@ -57,12 +69,15 @@ def test_check_refuses_at_the_line(tmp_path: Path, body: str, line: str) -> None
 
 def test_what_is_refused_above_is_accepted_when_right(tmp_path: Path) -> None:
     """The same shapes, written correctly, pass: GB and XK (GeoIP's Kosovo) are countries,
-    4294967295 is an ASN, one name per rule, group and MAC."""
+    4294967295 is an ASN, one name per rule, group and MAC; vendors are brands or registry
+    organisation names in any case."""
     path = tmp_path / "policy.yaml"
     path.write_text(
         "version: 1\ndevices:\n  - {mac: 44:19:b6:00:00:01, name: door}\n  - {mac: 44:19:b6:00:00:02, name: lobby}\n"
         "groups:\n  - name: street\n    deny:\n      - {name: p2p, countries: [GB, XK], asns: [4294967295]}\n"
         "    allow:\n      - {name: vms, ports: [tcp/443]}\n  - name: lobby\n"
+        "    match: {vendors: [dahua, 'Hangzhou Hikvision Digital Technology Co.,Ltd.']}\n"
+        "covered_vendors: [HIKVISION, Hytera]\n"
     )
     proc = subprocess.run([sys.executable, "-m", "egress", "check", "--policy", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

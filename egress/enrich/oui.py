@@ -16,6 +16,7 @@ length) and results are memoised per MAC string; the MAC itself is read by
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_MANUF_PATH",
     "ManufNotFoundError",
     "OuiRegistry",
+    "default_registry",
 ]
 
 DEFAULT_MANUF_PATH = Path("/usr/share/wireshark/manuf")
@@ -155,6 +157,10 @@ class OuiRegistry:
     def __len__(self) -> int:
         return sum(len(t) for t in self.tables.values())
 
+    def organizations(self) -> frozenset[str]:
+        """Every organisation name the registry holds."""
+        return frozenset(name for table in self.tables.values() for name in table.values())
+
     def lookup(self, mac: str) -> str | None:
         """The organisation owning ``mac``'s longest registered prefix, or None.
 
@@ -186,3 +192,10 @@ def _name_of(fields: list[str]) -> str | None:
     if not parts:
         return None
     return " ".join(parts[1:]) or parts[0]
+
+
+@functools.cache
+def default_registry() -> OuiRegistry:
+    """The host's registry (:data:`DEFAULT_MANUF_PATH`), parsed once per process (~0.3 s):
+    the policy's vendor check and every enricher share it."""
+    return OuiRegistry.load()

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Literal
 
 import pycountry
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from egress.baseline.settings import BaselineSection
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
 from egress.mac import normalise as normalise_mac
+from egress.policy.vendors import VendorNames, known_vendors
 from egress.yamlfile import ItemError, load_located, validate
 
 __all__ = ["Policy", "Group", "Match", "RuleEntry", "PortRange", "Destination", "load_policy", "default_policy", "COVERED_VENDORS"]
@@ -140,6 +141,11 @@ class Match(_Strict):
                 raise ValueError(f"VLAN {v} is outside 1-4094 (VLAN 0 is a priority tag, not a VLAN)")
         return value
 
+    @field_validator("vendors")
+    @classmethod
+    def _vendors(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return _known(value, info)
+
     @field_validator("subnets", mode="before")
     @classmethod
     def _subnets(cls, value: object) -> tuple[IPNetwork, ...]:
@@ -190,6 +196,11 @@ class Policy(_Strict):
     baseline: BaselineSection | None = None  # absent: no learning
     name: str = "egress-policy"  # rule.ruleset in alert records
 
+    @field_validator("covered_vendors")
+    @classmethod
+    def _covered(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        return _known(value, info)
+
     @field_validator("local_networks", mode="before")
     @classmethod
     def _local(cls, value: object) -> tuple[IPNetwork, ...]:
@@ -222,6 +233,16 @@ def _duplicate(keys: list[str]) -> tuple[int, int] | None:
     return None
 
 
+def _known(names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+    """Vendor names are checked when the loader says against what (`context["vendors"]`)."""
+    vendors = info.context.get("vendors") if isinstance(info.context, dict) else None
+    if isinstance(vendors, VendorNames):
+        for i, name in enumerate(names):
+            if problem := vendors.problem(name):
+                raise ItemError((i,), problem)
+    return names
+
+
 def _as_list(value: object) -> list[object]:
     if value is None:
         return []
@@ -239,7 +260,7 @@ def _network(value: object) -> IPNetwork:
 
 def load_policy(path: Path) -> Policy:
     """Load and validate; a bad policy is refused as a whole (UsageError, file:line lines)."""
-    return validate(Policy, load_located(path, "policy"))
+    return validate(Policy, load_located(path, "policy"), context={"vendors": known_vendors()})
 
 
 def default_policy() -> Policy:

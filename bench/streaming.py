@@ -93,7 +93,7 @@ def _destination(k: int) -> tuple[str, int, int, str | None, int | None, str | N
 def _records(n: int, devices: int, groups: int, keys: int):  # noqa: ANN202 - generator of FlowRecord
     from egress.model import TCP, UDP, Endpoint, FlowRecord
 
-    per_group = max(1, keys // groups)  # scope: group: each group learns its own keys, `keys` in all
+    per_group = max(1, keys)  # scope: group: each group learns its own `keys`, groups × keys in all
     learn_keys = per_group * 9 // 10
     for i in range(n):
         d = i % devices

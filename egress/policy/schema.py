@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from egress.baseline.settings import BaselineSection
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
 from egress.mac import normalise as normalise_mac
-from egress.policy.vendors import VendorNames, known_vendors
+from egress.policy.vendors import vendor_problem
 from egress.yamlfile import ItemError, load_located, validate
 
 __all__ = ["Policy", "Group", "Match", "RuleEntry", "PortRange", "Destination", "load_policy", "default_policy", "COVERED_VENDORS"]
@@ -167,12 +167,12 @@ class Group(_Strict):
     @model_validator(mode="after")
     def _unique_rules(self) -> Group:
         """A rule's name is its identity in alerts and metrics (`group/category/name`)."""
-        first: dict[str, str] = {}
-        for where, rules in (("deny", self.deny), ("allow", self.allow)):
-            for i, rule in enumerate(rules):
-                if rule.name in first:
-                    raise ItemError((where, i), f"rule name {rule.name!r} is used twice in group {self.name!r} (first at {first[rule.name]})")
-                first[rule.name] = f"{where}.{i}"
+        rules = (*self.deny, *self.allow)
+        at = [("deny", i) for i in range(len(self.deny))] + [("allow", i) for i in range(len(self.allow))]
+        if dup := _duplicate([r.name for r in rules]):
+            first, second = dup
+            where = ".".join(map(str, at[first]))
+            raise ItemError(at[second], f"rule name {rules[second].name!r} is used twice in group {self.name!r} (first at {where})")
         return self
 
 
@@ -234,11 +234,10 @@ def _duplicate(keys: list[str]) -> tuple[int, int] | None:
 
 
 def _known(names: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-    """Vendor names are checked when the loader says against what (`context["vendors"]`)."""
-    vendors = info.context.get("vendors") if isinstance(info.context, dict) else None
-    if isinstance(vendors, VendorNames):
+    """Vendor names are checked when the loader asks for it (`context["vendors"]`)."""
+    if isinstance(info.context, dict) and info.context.get("vendors"):
         for i, name in enumerate(names):
-            if problem := vendors.problem(name):
+            if problem := vendor_problem(name):
                 raise ItemError((i,), problem)
     return names
 
@@ -260,7 +259,7 @@ def _network(value: object) -> IPNetwork:
 
 def load_policy(path: Path) -> Policy:
     """Load and validate; a bad policy is refused as a whole (UsageError, file:line lines)."""
-    return validate(Policy, load_located(path, "policy"), context={"vendors": known_vendors()})
+    return validate(Policy, load_located(path, "policy"), context={"vendors": True})
 
 
 def default_policy() -> Policy:

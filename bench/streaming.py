@@ -25,7 +25,9 @@ evaluated by `egress rules` consumers, through the development Kafka broker.
 3. the memory of the baseline state for --state-keys keys, in a fresh child interpreter:
    a BaselineState built through egress.baseline.learner.Learner (tracemalloc, and the
    RSS delta).
-Prints records/s, CPU seconds, peak RSS (VmHWM) of each rules process, the ratios, the
+Prints records/s, CPU seconds, peak RSS (VmHWM) of each rules process, the ratios (the
+median of the rep-by-rep ratios decides: a pair runs back to back, so a drifting machine
+moves both; the ratio of the medians beside it), the
 baseline keys at the end (egress_baseline_keys, summed) and the load average. Needs a
 broker (`dev/kafka/broker start`). Writes bench/out/streaming-N.json.
 """
@@ -220,7 +222,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def run_rules(egress: str, policy: Path, bootstrap: str, flows_topic: str, n: int, timeout: float) -> dict[str, float]:
+def run_rules(egress: str, policy: Path, bootstrap: str, flows_topic: str, n: int, timeout: float, cpu: int | None = None) -> dict[str, float]:
     """One `egress rules` over the whole flows topic: fresh group and topics; its rate off /metrics."""
     run = f"bench-{uuid.uuid4().hex[:8]}"
     port = _free_port()
@@ -231,7 +233,8 @@ def run_rules(egress: str, policy: Path, bootstrap: str, flows_topic: str, n: in
     }  # fmt: skip
     if "baseline" in policy.read_text():  # an egress without baselines knows no baseline_topic
         env["EGRESS_KAFKA__BASELINE_TOPIC"] = f"{run}.baseline"
-    proc = subprocess.Popen([egress, "rules", "--log-format", "json", "--log-level", "warning"], env=env,
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    proc = subprocess.Popen([*pin, egress, "rules", "--log-format", "json", "--log-level", "warning"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     first = last = cpu_first = cpu_last = 0.0
     hwm = 0
@@ -284,6 +287,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
     ap.add_argument("--state-keys", type=int, default=100_000, help="keys of the in-process baseline state measured (0: skip)")
     ap.add_argument("--state-only", action="store_true", help="only the in-process baseline state")
     ap.add_argument("--bootstrap", default="localhost:9092")
+    ap.add_argument("--cpu", type=int, help="pin each rules process to this CPU (taskset; pin the broker to another: less noise)")
     ap.add_argument("--timeout", type=float, default=1800, help="per rules run, s")
     ap.add_argument("--child-publish", nargs=3, metavar=("TOPIC", "N", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--child-state", nargs=2, metavar=("KEYS", "traced|rss"), help=argparse.SUPPRESS)
@@ -340,7 +344,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in plan}
     for rep in range(a.reps):
         for name, exe, policy in plan:
-            r = run_rules(exe, policy, a.bootstrap, flows_topic, a.records, a.timeout)
+            r = run_rules(exe, policy, a.bootstrap, flows_topic, a.records, a.timeout, a.cpu)
             runs[name].append(r)
             print(f"  rep {rep + 1} {name:<17} {r['rate']:>9,.0f} records/s  {r['seconds']:6.1f} s  cpu {r['cpu_s']:6.1f} s  "
                   f"peak RSS {r['peak_rss_mib']:4.0f} MiB  baseline keys {r['baseline_keys']:>8,.0f}", flush=True)  # fmt: skip
@@ -361,12 +365,22 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
               f"{med(name, 'peak_rss_mib'):.0f} MiB | {med(name, 'baseline_keys'):,.0f} |")  # fmt: skip
     print()
     print(f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    def paired(name: str, other: str) -> tuple[float, str]:
+        """Rate ratios rep by rep (each pair ran back to back, so a machine that drifts moves
+        both): their median, and it with the range as text."""
+        ratios = sorted(x["rate"] / y["rate"] for x, y in zip(runs[name], runs[other], strict=True))
+        report.setdefault("paired", {})[f"{name} / {other}"] = ratios  # type: ignore[union-attr]
+        middle = statistics.median(ratios)
+        return middle, f"{middle:.3f} (reps {ratios[0]:.3f}–{ratios[-1]:.3f})"
+
     if "rules + baseline" in runs:
-        ratio = med("rules + baseline", "rate") / base_rate
-        print(f"rules + baseline / rules: {ratio:.3f} (target ≥ 0.80: {'holds' if ratio >= 0.8 else 'MISSED'})")
+        ratio, text = paired("rules + baseline", "rules")
+        print(f"rules + baseline / rules: paired {text}, {med('rules + baseline', 'rate') / base_rate:.3f} of the medians "
+              f"(target ≥ 0.80: {'holds' if ratio >= 0.8 else 'MISSED'})")  # fmt: skip
     if a.compare:
-        ratio = base_rate / med("rules (compare)", "rate")
-        print(f"rules (this egress) / rules (compare): {ratio:.3f} (within 5%: {'yes' if ratio >= 0.95 else 'NO'})")
+        ratio, text = paired("rules", "rules (compare)")
+        print(f"rules (this egress) / rules (compare): paired {text}, {base_rate / med('rules (compare)', 'rate'):.3f} "
+              f"of the medians (within 5%: {'yes' if ratio >= 0.95 else 'NO'})")  # fmt: skip
     if state is not None:
         print(f"baseline state for {state['keys']:,} keys: {state['traced_mib']:.1f} MiB (target ≤ 100 MiB: "
               f"{'holds' if state['traced_mib'] <= 100 and state['rss_delta_mib'] <= 100 else 'MISSED'})")  # fmt: skip

@@ -99,7 +99,7 @@ class Evaluator:
         self.policy = policy
         self.learner = Learner(baseline if baseline is not None else BaselineState(), learn_everything)
         self._covered = {v.casefold() for v in policy.covered_vendors}
-        self._covered_brands: dict[str, bool] = {}
+        self._covered_brands: dict[str | None, bool] = {}
         self._vendor_sets = [{v.casefold() for v in (g.match.vendors if g.match else ())} for g in policy.groups]
         self._names = {d.mac: d.name for d in policy.devices}
         self._reported: set[str] = set()
@@ -121,13 +121,11 @@ class Evaluator:
         return compiled.baseline if compiled is not None else None
 
     def is_covered(self, brand: str | None) -> bool:
-        if not brand:
-            return False
         hit = self._covered_brands.get(brand)
         if hit is None:
             if len(self._covered_brands) >= 4096:  # brands and registry names: a bounded set in practice
                 self._covered_brands.clear()
-            hit = self._covered_brands[brand] = brand.casefold() in self._covered
+            hit = self._covered_brands[brand] = bool(brand and brand.casefold() in self._covered)
         return hit
 
     def group_of(self, rec: FlowRecord) -> Group:
@@ -164,12 +162,14 @@ class Evaluator:
         compiled = self._group(rec)
         group = compiled.group
         alerts: list[Alert] = []
-        covered = self.is_covered(rec.device_manufacturer)
+        covered = self._covered_brands.get(rec.device_manufacturer)  # is_covered's cache, looked up here: this runs per flow
+        if covered is None:
+            covered = self.is_covered(rec.device_manufacturer)
         if covered:
             alert = self._covered_vendor(rec, group)
             if alert is not None:
                 alerts.append(alert)
-        if not rec.is_egress:
+        if rec.direction != "outbound":
             return Verdict(rec, group.name, "not-egress", tuple(alerts), covered)
         settings = compiled.baseline
         scope, learning = "", False

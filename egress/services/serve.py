@@ -20,7 +20,7 @@ import structlog
 from egress.bus import Publisher
 from egress.bus.memory import MemoryBus
 from egress.bus.spool import Spool
-from egress.runtime import Lifecycle, SystemdNotifier, on_signals, spawn, trim_memory
+from egress.runtime import Lifecycle, SystemdNotifier, on_signals, settle_heap, spawn, trim_memory
 from egress.services.agent import Captures, SpoolDrainer, publish_loop, spool_loop
 from egress.services.rules import RulesStage
 from egress.telemetry import AgentMetrics
@@ -56,6 +56,7 @@ class AgentParts:
 
 async def agent_main(parts: AgentParts) -> int:
     async with Lifecycle(parts.components):
+        settle_heap()
         if parts.spool is None or parts.drainer is None:
             assert parts.publisher is not None
             return await _agent_direct(parts, parts.publisher)
@@ -116,6 +117,7 @@ async def _agent_direct(parts: AgentParts, publisher: Publisher) -> int:
 
 async def rules_main(components: Sequence[object], stage: RulesStage, stop: Callable[[], None], topic: str, group: str) -> int:
     async with Lifecycle(components):
+        settle_heap()
         on_signals(stop, stage.reload)
         log.info("rules_consuming", topic=topic, group=group)
         notifier = _ready()
@@ -156,6 +158,7 @@ async def in_process_main(parts: InProcessParts) -> int:
         parts.stage.reload()
 
     async with Lifecycle(parts.components):
+        settle_heap()
         notifier = SystemdNotifier({})
         if parts.service:
             on_signals(stop, reload)

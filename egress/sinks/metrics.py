@@ -20,25 +20,35 @@ class MetricsSink:
         self._devices: dict[str, tuple[str, str, str | None, bool]] = {}  # device → labels last counted
 
     async def write(self, verdicts: Sequence[Verdict]) -> None:
-        metrics = self._metrics
         counts: dict[tuple[str, str, str], int] = {}
+        get = counts.get
         seen = self._devices
         for verdict in verdicts:
             rec = verdict.flow
-            site = rec.site or "default"
-            key = (site, verdict.group, verdict.verdict)
-            counts[key] = counts.get(key, 0) + 1
-            device = rec.device
+            key = (rec.site, verdict.group, verdict.verdict)
+            counts[key] = get(key, 0) + 1
+            device = rec.device_mac or rec.device_ip
             if device:
-                state = (site, verdict.group, rec.device_manufacturer, verdict.covered)
+                state = (rec.site, verdict.group, rec.device_manufacturer, verdict.covered)
                 if seen.get(device) != state:
                     seen[device] = state
-                    metrics.device_seen(device, (site, verdict.group, vendor_label(rec.device_manufacturer), str(verdict.covered).lower()))
-            for alert in verdict.alerts:
-                metrics.alerts.labels(site, verdict.group, alert.category, alert.rule_name, alert.severity,
-                                      vendor_label(rec.device_manufacturer), rec.destination_country or "unknown").inc()  # fmt: skip
-        for key, n in counts.items():
-            metrics.evaluated(*key, n=n)
+                    self._device_changed(device, state)
+            if verdict.alerts:
+                self._alerts(verdict)
+        evaluated = self._metrics.evaluated
+        for (site, group, outcome), n in counts.items():
+            evaluated(site or "default", group, outcome, n=n)
+
+    def _device_changed(self, device: str, state: tuple[str, str, str | None, bool]) -> None:
+        site, group, brand, covered = state
+        self._metrics.device_seen(device, (site or "default", group, vendor_label(brand), str(covered).lower()))
+
+    def _alerts(self, verdict: Verdict) -> None:
+        rec = verdict.flow
+        site = rec.site or "default"
+        for alert in verdict.alerts:
+            self._metrics.alerts.labels(site, verdict.group, alert.category, alert.rule_name, alert.severity,
+                                        vendor_label(rec.device_manufacturer), rec.destination_country or "unknown").inc()  # fmt: skip
 
     async def flush(self) -> None:
         return None

@@ -38,8 +38,15 @@ def identity(rec: FlowRecord) -> str:
     return rec.destination.ip
 
 
+_PORT_KEYS: dict[tuple[int, int], str] = {}
+
+
 def port_key(rec: FlowRecord) -> str:
+    """Made once per (transport, port): this runs for every flow the baseline judges."""
     port = rec.destination.port
-    if not port:
-        return rec.transport_name
-    return f"{rec.transport_name}/{'ephemeral' if port >= EPHEMERAL else port}"
+    made = _PORT_KEYS.get((rec.transport, port))
+    if made is None:
+        if len(_PORT_KEYS) >= 65_536:
+            _PORT_KEYS.clear()
+        made = _PORT_KEYS[rec.transport, port] = f"{rec.transport_name}/{'ephemeral' if port >= EPHEMERAL else port}" if port else rec.transport_name
+    return made

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -53,7 +54,7 @@ def record_value(state: BaselineState, kind: str, name: str) -> bytes | None:
     else:
         volume = state.volumes.get(name)
         doc = None if volume is None else volume_doc(volume)
-    return None if doc is None else json.dumps(doc, separators=(",", ":")).encode()
+    return None if doc is None else orjson.dumps(doc)
 
 
 def merge(state: BaselineState, key: bytes, value: bytes | None) -> None:  # noqa: C901 - one branch per record kind
@@ -66,7 +67,7 @@ def merge(state: BaselineState, key: bytes, value: bytes | None) -> None:  # noq
         if not value:
             state.remove(parts)
             return
-        k, remote = entry_of(json.loads(value))
+        k, remote = entry_of(orjson.loads(value))
         local = state.entries.get(k)
         if local is None:
             state.add(k, remote)
@@ -80,7 +81,7 @@ def merge(state: BaselineState, key: bytes, value: bytes | None) -> None:  # noq
         if not value:
             state.scopes.pop(name, None)
             return
-        doc = json.loads(value)
+        doc = orjson.loads(value)
         until = None if doc.get("until") is None else float(doc["until"])
         have = state.scopes.get(name)
         if have is None:
@@ -92,7 +93,7 @@ def merge(state: BaselineState, key: bytes, value: bytes | None) -> None:  # noq
         if not value:
             state.volumes.pop(name, None)
             return
-        remote_volume = volume_of(json.loads(value))
+        remote_volume = volume_of(orjson.loads(value))
         have_volume = state.volumes.get(name)
         if have_volume is None:
             state.volumes[name] = remote_volume
@@ -115,6 +116,9 @@ class BaselineTopic:
         self._consumer: AIOKafkaConsumer | None = None
         self._follow: asyncio.Task[None] | None = None
         self.bad_records = 0
+        # what this process writes carries its own writer id, so following the topic skips
+        # its own records (the state has them already) instead of decoding and merging them
+        self._headers = (*HEADERS, ("writer", uuid.uuid4().hex.encode()))
 
     async def start(self) -> None:
         partitions = await partitions_of(self._cfg, self._topic)
@@ -149,9 +153,11 @@ class BaselineTopic:
         assert self._consumer is not None
         while True:
             fetched = await self._consumer.getmany(timeout_ms=1000)
+            mine = self._headers
             for batch in fetched.values():
                 for record in batch:
-                    self._apply(record.key, record.value)
+                    if record.headers != mine:
+                        self._apply(record.key, record.value)
             if fetched and self._on_change is not None:
                 self._on_change()
 
@@ -160,8 +166,8 @@ class BaselineTopic:
 
     async def flush(self) -> None:
         changed, self.state.changed = self.state.changed, set()
-        for kind, name in sorted(changed):
-            await self._publisher.send(self._topic, Message(record_key(kind, name), record_value(self.state, kind, name) or b"", HEADERS))
+        state, headers = self.state, self._headers
+        await self._publisher.send_many(self._topic, [Message(record_key(kind, name), record_value(state, kind, name) or b"", headers) for kind, name in sorted(changed)])
         if changed:
             await self._publisher.flush()
 

@@ -102,8 +102,10 @@ async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, cfg: KafkaConfig) 
 
 
 async def ensure_topics(cfg: KafkaConfig, topics: list[str], compacted: Sequence[str] = ()) -> None:
-    """Create missing topics with the configured partitions (`compacted` ones with
-    cleanup.policy=compact: the latest record of each key is kept); existing ones are left as they are."""
+    """Create missing topics with the configured partitions; `compacted` ones (tables that
+    every reader reads whole: the latest record of each key is kept) with cleanup.policy=compact
+    and one partition, since nobody reads them in parallel and a single partition needs no key
+    hashing to place a record. Existing topics are left as they are."""
     admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=10_000)
     with _ConnectErrors() as seen:
         try:
@@ -112,7 +114,7 @@ async def ensure_topics(cfg: KafkaConfig, topics: list[str], compacted: Sequence
             raise _start_error(cfg, exc, seen.cause) from None
     try:
         new = [
-            NewTopic(t, num_partitions=cfg.partitions, replication_factor=cfg.replication_factor,
+            NewTopic(t, num_partitions=1 if t in compacted else cfg.partitions, replication_factor=cfg.replication_factor,
                      topic_configs={"cleanup.policy": "compact"} if t in compacted else {})
             for t in topics
         ]  # fmt: skip
@@ -166,6 +168,8 @@ class _CachedPartitioner:
         self._cache: dict[tuple[bytes, int], int] = {}
 
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+        if len(all_partitions) == 1:  # a table topic: every key is new, and there is one place
+            return all_partitions[0]
         if key is None:
             return int(_DEFAULT(key, all_partitions, available))
         slot = (key, len(all_partitions))
@@ -187,6 +191,7 @@ class KafkaPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
         self._on_error = on_error
+        self._partitioner = _CachedPartitioner()
 
     async def start(self) -> None:
         """aiokafka clients belong to the running event loop: made here, not before."""
@@ -195,7 +200,7 @@ class KafkaPublisher:
             enable_idempotence=True,
             acks="all",
             compression_type="lz4",  # fast both ways; gzip cost more CPU than the rest of a send
-            partitioner=_CachedPartitioner(),
+            partitioner=self._partitioner,
             linger_ms=20,
             max_batch_size=512 * 1024,
             request_timeout_ms=30_000,
@@ -208,6 +213,28 @@ class KafkaPublisher:
         self._pending.append(fut)
         if len(self._pending) >= 10_000:
             self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
+
+    async def send_many(self, topic: str, messages: Sequence[Message]) -> None:
+        """Many at once (a baseline's changed keys): appended to aiokafka record batches, one
+        partition's run at a time, instead of one `send` each (~8 µs of partitioning,
+        futures and accumulator per message). Placed by the same partitioner as `send`."""
+        producer = self._producer
+        assert producer is not None, "send before start"
+        if not messages:
+            return
+        partitions = sorted(await producer.partitions_for(topic))
+        place = self._partitioner
+        runs: dict[int, list[Message]] = {}
+        for message in messages:
+            runs.setdefault(place(message.key, partitions, partitions), []).append(message)
+        for partition, run in runs.items():
+            batch = producer.create_batch()
+            for message in run:
+                if batch.append(key=message.key, value=message.value, timestamp=None, headers=list(message.headers)) is None:
+                    self._pending.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=message.key, value=message.value, timestamp=None, headers=list(message.headers))
+            self._pending.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []

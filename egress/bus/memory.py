@@ -33,6 +33,10 @@ class MemoryBus:
             self._offset += 1
             await self._queue.put(message)
 
+    async def send_many(self, topic: str, messages: Sequence[Message]) -> None:
+        for message in messages:
+            await self.send(topic, message)
+
     async def flush(self) -> None:
         return None
 

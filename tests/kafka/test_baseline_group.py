@@ -4,6 +4,7 @@ a batch and restarted; the alerts are those of one `egress run` on the same inpu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -12,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.baseline.test_baseline_samples import GROUP, LEARN_ENFORCE, POLICY, SPLIT, _split, _write_policy
 from tests.conftest import ndjson, run_egress, wait_for
@@ -88,3 +91,19 @@ def test_two_consumers_share_the_baseline_and_survive_a_sigkill(kafka_bootstrap:
     for member in members:
         news = Counter(a["event"]["id"] for a in member.alerts() if a["rule"]["category"] == "new-destination")
         assert all(n == 1 for n in news.values()), f"{member.out.name} raised a key as new twice: {news}"
+    # the baseline is a table every member reads whole: compacted, and one partition though the flows have 4
+    assert asyncio.run(_topic_shape(kafka_bootstrap, env["EGRESS_KAFKA__BASELINE_TOPIC"])) == (1, "compact")
+
+
+async def _topic_shape(bootstrap: str, topic: str) -> tuple[int, str | None]:
+    """(partitions, cleanup.policy) of a topic, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+        configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    partitions = len(described[0]["partitions"])
+    policy = next((entry[1] for response in configs for resource in response.resources for entry in resource[4] if entry[0] == "cleanup.policy"), None)
+    return partitions, policy

@@ -176,6 +176,8 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     rules = sum(len(g.allow) + len(g.deny) for g in policy.groups)
     print(f"config OK: {args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else 'built-in defaults')}")
     print(f"policy OK: {config.policy_file} ({len(policy.groups)} groups, {rules} rules, default_verdict {policy.default_verdict})")
+    for warning in policy.warnings:
+        print(f"egress: warning: {warning}", file=sys.stderr)
     if policy.baseline is not None or any(g.baseline is not None for g in policy.groups):
         for group in policy.groups:
             print(f"  group {group.name}: baseline {describe(resolve(policy.baseline, group.baseline))}")

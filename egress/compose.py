@@ -58,7 +58,10 @@ def choose_policy(config: Config, explicit: bool) -> tuple[Policy, Path | None]:
     if not explicit and config.policy_file == DEFAULT_POLICY_PATH and not DEFAULT_POLICY_PATH.exists():
         log.warning("policy_default", reason=f"{DEFAULT_POLICY_PATH} not found; every egress is unexpected under the built-in policy")
         return default_policy(), None
-    return load_policy(config.policy_file), config.policy_file
+    policy = load_policy(config.policy_file)
+    for warning in policy.warnings:
+        log.warning("policy_warning", message=warning)
+    return policy, config.policy_file
 
 
 def _geoip_paths(config: Config, policy: Policy) -> tuple[Path | None, Path | None]:

@@ -7,6 +7,7 @@ keys are refused; every error names the file and line (or the variable).
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -166,6 +167,17 @@ def _verbatim(path: tuple[str, ...]) -> bool:
     return model in (str, SecretStr, Path)
 
 
+def _close_key(name: str) -> str | None:
+    return next(iter(difflib.get_close_matches(name, list(Config.model_fields), n=1, cutoff=0.8)), None)
+
+
+def _unknown_variable(var: str, path: tuple[str, ...]) -> str:
+    """`environment EGRESS_FLOWZ__IDLE_TIMEOUT: unknown config key flowz (did you mean EGRESS_FLOWS__IDLE_TIMEOUT?)`."""
+    near = _close_key(path[0])
+    hint = f" (did you mean EGRESS_{'__'.join((near, *path[1:])).upper()}?)" if near else f" (keys: {', '.join(Config.model_fields)})"
+    return f"environment {var}: unknown config key {path[0]}{hint}"
+
+
 def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     """EGRESS_A__B=value → {"a": {"b": value}}; only for keys the config has. Text fields take
     the value verbatim; others read it as YAML, so lists (`[eth1, eth2]`) and numbers work."""
@@ -176,6 +188,8 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[tup
             continue
         path = tuple(part.lower() for part in var[len("EGRESS_") :].split("__"))
         if path[0] not in Config.model_fields:
+            if len(path) > 1 or _close_key(path[0]):  # a section or a near miss: a typo, not another tool's
+                raise UsageError(_unknown_variable(var, path))
             continue  # EGRESS_KAFKA_HOME and friends belong to other tools
         if _verbatim(path) and raw != "null":
             value: Any = raw

@@ -195,6 +195,14 @@ class ItemError(ValueError):
         self.path = path
 
 
+_LIST_TYPES = frozenset({"tuple_type", "list_type", "set_type", "frozen_set_type"})
+
+
+def _as_list(value: object) -> str:
+    """A scalar as a one-item YAML flow list: `localhost:9092` → `[localhost:9092]`."""
+    return yaml.safe_dump([value], default_flow_style=True, width=10_000).strip()
+
+
 def format_errors(doc: LocatedYaml | None, exc: ValidationError, source: str = "") -> list[str]:
     """One `file:line: key.path: message` line per pydantic error."""
     out = []
@@ -207,6 +215,8 @@ def format_errors(doc: LocatedYaml | None, exc: ValidationError, source: str = "
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] in _LIST_TYPES and not isinstance(err.get("input"), (list, tuple, dict)):
+            msg = f"expected a list: write {_as_list(err.get('input'))}"
         where = doc.where(loc) if doc is not None else source
         out.append(f"{where}: {dotted}: {msg}")
     return out

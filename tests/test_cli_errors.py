@@ -224,3 +224,30 @@ def test_flows_out_dash_is_stdout(geoip: dict[str, Path], tmp_path: Path) -> Non
     flows = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert flows and all(json.loads(line)["event"]["kind"] == "event" for line in flows)
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    ("var", "line"),
+    [
+        ("EGRESS_FLOWZ__IDLE_TIMEOUT", "egress: environment EGRESS_FLOWZ__IDLE_TIMEOUT: unknown config key flowz (did you mean EGRESS_FLOWS__IDLE_TIMEOUT?)"),
+        ("EGRESS_POLICY_FIEL", "egress: environment EGRESS_POLICY_FIEL: unknown config key policy_fiel (did you mean EGRESS_POLICY_FILE?)"),
+        ("EGRESS_NOPE__X", "egress: environment EGRESS_NOPE__X: unknown config key nope (keys: site, observer_name, capture, flows, geoip, kafka, spool, metrics, policy_file, baseline_file)"),
+    ],
+)
+def test_unknown_egress_variable_exits_2_naming_it(var: str, line: str) -> None:
+    """A typo in a variable is refused, not ignored; variables of other tools (no `__`, not
+    near a config key, like the development broker's EGRESS_KAFKA_HOME) are left alone."""
+    proc = run_egress("check", "--policy", POLICY, env={var: "30"})
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [line]
+    assert run_egress("check", "--policy", POLICY, env={"EGRESS_KAFKA_HOME": "/nowhere"}).returncode == 0
+
+
+def test_a_scalar_where_a_list_belongs_says_what_to_write(tmp_path: Path) -> None:
+    cfg = tmp_path / "egress.yaml"
+    cfg.write_text("kafka:\n  bootstrap_servers: localhost:9092\n")
+    proc = run_egress("check", "--config", cfg, "--policy", POLICY)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"egress: {cfg}:2: kafka.bootstrap_servers: expected a list: write ['localhost:9092']"]
+    proc = run_egress("check", "--policy", POLICY, env={"EGRESS_CAPTURE__INTERFACES": "eth1"})
+    assert proc.stderr.splitlines() == ["egress: environment EGRESS_CAPTURE__INTERFACES: capture.interfaces: expected a list: write [eth1]"]

@@ -81,3 +81,20 @@ def test_what_is_refused_above_is_accepted_when_right(tmp_path: Path) -> None:
     )
     proc = subprocess.run([sys.executable, "-m", "egress", "check", "--policy", str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_allow_for_every_address_without_ports_is_a_warning_at_its_line(tmp_path: Path) -> None:
+    """Valid (exit 0) but named on stderr: an allow rule for 0.0.0.0/0 or ::/0 that nothing
+    narrows. The same destinations with ports, or a deny rule, are not warned about."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "version: 1\ngroups:\n  - name: cams\n    deny:\n      - {name: all-p2p, destinations: ['0.0.0.0/0'], ports: [udp/32100]}\n"
+        "      - {name: block, destinations: ['::/0']}\n    allow:\n      - {name: web, destinations: ['0.0.0.0/0'], ports: [tcp/443]}\n"
+        "      - name: everything\n        destinations: [198.51.100.0/24, '::/0']\n"
+    )
+    proc = subprocess.run([sys.executable, "-m", "egress", "check", "--policy", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"egress: warning: {path}:9: groups.0.allow.1: rule everything allows every address on every port, "
+        "so nothing group cams sends is checked (add ports, or narrow destinations)"
+    ]

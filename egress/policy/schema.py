@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 import pycountry
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from egress.baseline.settings import BaselineSection
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
 from egress.mac import normalise as normalise_mac
 from egress.policy.vendors import vendor_problem
-from egress.yamlfile import ItemError, load_located, validate
+from egress.yamlfile import ItemError, LocatedYaml, load_located, validate
 
 __all__ = ["Policy", "Group", "Match", "RuleEntry", "PortRange", "Destination", "load_policy", "default_policy", "COVERED_VENDORS"]
 
@@ -195,6 +195,12 @@ class Policy(_Strict):
     default_verdict: Literal["alert", "allow"] = "alert"
     baseline: BaselineSection | None = None  # absent: no learning
     name: str = "egress-policy"  # rule.ruleset in alert records
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What is allowed but likely a mistake, `file:line: key: message` (from `load_policy`)."""
+        return self._warnings
 
     @field_validator("covered_vendors")
     @classmethod
@@ -259,7 +265,22 @@ def _network(value: object) -> IPNetwork:
 
 def load_policy(path: Path) -> Policy:
     """Load and validate; a bad policy is refused as a whole (UsageError, file:line lines)."""
-    return validate(Policy, load_located(path, "policy"), context={"vendors": True})
+    doc = load_located(path, "policy")
+    policy = validate(Policy, doc, context={"vendors": True})
+    policy._warnings = tuple(_warnings(policy, doc))
+    return policy
+
+
+def _warnings(policy: Policy, doc: LocatedYaml) -> list[str]:
+    """An allow rule for every address (0.0.0.0/0 or ::/0) with no ports, countries or ASNs
+    to narrow it silences the group's egress whole: valid, and nearly always a mistake."""
+    out = []
+    for g, group in enumerate(policy.groups):
+        for r, rule in enumerate(group.allow):
+            if not (rule.ports or rule.countries or rule.asns) and any(d.network is not None and d.network.prefixlen == 0 for d in rule.destinations):
+                out.append(f"{doc.where(('groups', g, 'allow', r))}: groups.{g}.allow.{r}: rule {rule.name} allows every address on every port, "
+                           f"so nothing group {group.name} sends is checked (add ports, or narrow destinations)")  # fmt: skip
+    return out
 
 
 def default_policy() -> Policy:

@@ -21,7 +21,7 @@ from tests.conftest import PCAPS, POLICY, ndjson
 from tests.deploy.conftest import DEPLOY, EGRESS, SANDBOX, Processes, egress_env, free_port, scrape, tool, wait_for
 
 UNITS = DEPLOY / "systemd"
-AGENT, RULES = UNITS / "egress-agent.service", UNITS / "egress-rules.service"
+AGENT, RULES, RUN = UNITS / "egress-agent.service", UNITS / "egress-rules.service", UNITS / "egress-run.service"
 MAX_AGENT_EXPOSURE = 3.0
 
 
@@ -49,7 +49,7 @@ def systemd_analyze(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool("systemd-analyze", "systemd"), *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("unit", [AGENT, RULES], ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", [AGENT, RULES, RUN], ids=lambda u: u.name)
 def test_units_pass_systemd_analyze_verify(unit: Path, tmp_path: Path) -> None:
     """systemd-analyze verify finds nothing to say about the unit."""
     proc = systemd_analyze("verify", local_copy(unit, tmp_path))
@@ -73,18 +73,21 @@ def exposure(unit: Path) -> float:
 
 
 def test_agent_exposure_is_at_most_3(tmp_path: Path) -> None:
-    """systemd-analyze security rates the agent unit's exposure 3.0 or lower (it has raw sockets), the rules unit lower still."""
-    agent, rules = exposure(local_copy(AGENT, tmp_path)), exposure(local_copy(RULES, tmp_path))
-    print(f"exposure: egress-agent.service {agent}, egress-rules.service {rules}")
+    """systemd-analyze security rates the agent unit's exposure 3.0 or lower (it has raw sockets), the rules unit
+    lower still, and the one-box unit (the agent's sandbox) no higher than the agent."""
+    agent, rules, one_box = (exposure(local_copy(u, tmp_path)) for u in (AGENT, RULES, RUN))
+    print(f"exposure: egress-agent.service {agent}, egress-rules.service {rules}, egress-run.service {one_box}")
     assert agent <= MAX_AGENT_EXPOSURE
     assert rules <= agent
+    assert one_box <= agent
 
 
 def test_units_run_egress_as_a_notify_service_with_a_watchdog() -> None:
     """Both units: user egress, Type=notify, NotifyAccess=main, WatchdogSec=30, Restart=on-failure, the config in /etc/egress."""
-    for unit, command in ((AGENT, "agent"), (RULES, "rules")):
+    for unit, command in ((AGENT, "agent"), (RULES, "rules"), (RUN, "run")):
         d = directives(unit)
-        assert d["ExecStart"] == [f"/usr/local/bin/egress {command} --config /etc/egress/egress.yaml"]
+        extra = " --alerts-out /var/lib/egress/alerts.ndjson" if unit == RUN else ""
+        assert d["ExecStart"] == [f"/usr/local/bin/egress {command} --config /etc/egress/egress.yaml{extra}"]
         for key, value in {"User": "egress", "Group": "egress", "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30",
                            "Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
                            "PrivateTmp": "yes", "PrivateDevices": "yes", "MemoryDenyWriteExecute": "yes", "UMask": "0077",
@@ -94,14 +97,16 @@ def test_units_run_egress_as_a_notify_service_with_a_watchdog() -> None:
 
 
 def test_only_the_agent_has_capabilities_and_packet_sockets() -> None:
-    """The agent gets exactly CAP_NET_RAW and CAP_NET_ADMIN and AF_PACKET; the rules consumer no capability and Internet sockets only."""
-    agent, rules = directives(AGENT), directives(RULES)
-    assert agent["AmbientCapabilities"] == agent["CapabilityBoundingSet"] == ["CAP_NET_RAW CAP_NET_ADMIN"]
-    assert agent["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"]
+    """The agent and the one-box unit get exactly CAP_NET_RAW and CAP_NET_ADMIN and AF_PACKET; the rules consumer no capability
+    and Internet sockets only."""
+    agent, rules, one_box = directives(AGENT), directives(RULES), directives(RUN)
+    for capturing in (agent, one_box):
+        assert capturing["AmbientCapabilities"] == capturing["CapabilityBoundingSet"] == ["CAP_NET_RAW CAP_NET_ADMIN"]
+        assert capturing["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"]
+        assert capturing["StateDirectory"] == ["egress"]
     assert rules["CapabilityBoundingSet"] == [""] and rules["AmbientCapabilities"] == [""]
     assert rules["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
     assert rules["Environment"][0] == "EGRESS_METRICS__LISTEN=127.0.0.1:9109"
-    assert agent["StateDirectory"] == ["egress"]
 
 
 def test_sysusers_and_tmpfiles_make_the_user_and_directories(tmp_path: Path) -> None:
@@ -144,7 +149,7 @@ def readable_by_all(geoip: dict[str, Path]) -> Iterator[Path]:
         shutil.rmtree(directory)
 
 
-@pytest.mark.parametrize("unit", [AGENT, RULES], ids=lambda u: u.name)
+@pytest.mark.parametrize("unit", [AGENT, RULES, RUN], ids=lambda u: u.name)
 def test_egress_works_inside_the_units_sandbox(unit: Path, geoip: dict[str, Path], readable_by_all: Path) -> None:
     """Unprivileged, with the unit's capabilities, syscall filter, address families and MemoryDenyWriteExecute,
     `egress run` (Python, tcpdump, tshark) gives the alerts of an unconfined `egress analyze`."""
@@ -218,3 +223,17 @@ def test_the_readme_states_the_measured_exposure(tmp_path: Path) -> None:
     readme = (DEPLOY / "README.md").read_text()
     assert f"egress-agent.service: {measured}" in readme
 
+
+
+@pytest.mark.parametrize("unit", [AGENT, RULES, RUN], ids=lambda u: u.name)
+def test_units_name_files_that_exist(unit: Path) -> None:
+    """Documentation= points at the READMEs as deploy/README.md installs them (/usr/local/share/doc/egress/ is
+    this checkout), and every deploy/ file a unit's comments name is here."""
+    docs = directives(unit)["Documentation"][0].split()
+    assert docs and all(d.startswith("file:///usr/local/share/doc/egress/") for d in docs)
+    for doc in docs:
+        assert (DEPLOY.parent / doc.removeprefix("file:///usr/local/share/doc/egress/")).is_file(), doc
+    named = re.findall(r"deploy/[\w./-]+\w", unit.read_text())
+    assert named
+    for path in named:
+        assert (DEPLOY.parent / path).exists(), f"{unit.name} names {path}"

@@ -105,6 +105,20 @@ _CATALOGUE: dict[str, tuple[str, ...]] = {
     "Ring": ("ring",),  # "Ring LLC"
     # Tapo cameras carry TP-Link's own OUIs; so do its routers, so expect more than cameras.
     "TP-Link": ("tp link(?: technologies| systems)?",),
+    # --- consumer cameras seen in the real captures (../shared/pcaps-real) ---
+    # D-Link's DCS cameras (mydlink) carry D-Link's OUIs, as do its routers.
+    "D-Link": ("d link(?: international| systems| shanghai| middle east fzco)?",),
+    "Xiaomi": (
+        "xiaomi communications", "xiaomi electronics", "beijing xiaomi (?:mobile software|electronics)",
+        # Imilab makes the Mi Home / Xiaobai cameras sold under Xiaomi's brand (its
+        # ecosystem company); not "Xiaomi EV Technology" (cars).
+        "shanghai imilab technology",
+    ),
+    "YI": ("shanghai xiaoyi technology",),  # YI Technology (Xiaoyi) cameras
+    "Nest": ("nest labs",),  # Google Nest cameras and doorbells; not Google's other OUIs
+    "Edimax": ("edimax technology",),
+    "Tuya": ("tuya smart",),  # white-label cameras on Tuya's cloud
+    "Blink": ("blink by amazon",),
 }
 
 CATALOGUE: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(_CATALOGUE)

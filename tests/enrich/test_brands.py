@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -148,6 +150,12 @@ def test_every_pattern_matches_a_real_organisation(registry: OuiRegistry) -> Non
         ("Bosch Security Systems B.V.", "Bosch"),
         ("Swann communications Pty Ltd", "Swann"),
         ("Tp-Link Technologies Co.,Ltd.", "TP-Link"),
+        ("D-Link International", "D-Link"),
+        ("D-Link （Shanghai）Limited Corp.", "D-Link"),
+        ("Beijing Xiaomi Mobile Software Co., Ltd", "Xiaomi"),
+        ("Shanghai Imilab Technology Co.Ltd", "Xiaomi"),
+        ("Shanghai Xiaoyi Technology Co., Ltd.", "YI"),
+        ("Nest Labs Inc.", "Nest"),
     ],
 )
 def test_known_names_and_spelling_variants(organization: str, brand: str) -> None:
@@ -180,6 +188,8 @@ def test_known_names_and_spelling_variants(organization: str, brand: str) -> Non
         "ProVision Communications",
         "Axis Communications Fans AB",
         "Ringo Ltd",
+        "Xiaomi EV Technology Co., Ltd.",
+        "Google, Inc.",
         "",
     ],
 )
@@ -218,3 +228,27 @@ def test_every_brand_result_is_in_brands() -> None:
     """brand_of only ever returns names listed in BRANDS."""
     samples = ["Axis Communications AB", "Hangzhou Ezviz Software Co.,Ltd.", "Ring LLC"]
     assert {brand_of(s) for s in samples} <= set(BRANDS)
+
+
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "pcaps-real"
+
+
+@pytest.mark.parametrize(
+    ("capture", "mac", "brand"),
+    [
+        ("dlink-dcs935l-camera-setup-mydlink.pcap", "b0:c5:54:25:5b:0e", "D-Link"),
+        ("nest-device-weave-logsink-cloud.pcap", "18:b4:30:26:34:40", "Nest"),
+        ("xiaobai-y2-camera-idle-cn-p2p-keepalive.pcap", "78:df:72:24:69:4d", "Xiaomi"),
+        ("edimax-camera-setup-ssdp-mdns.pcap", "74:da:38:80:7a:08", "Edimax"),
+        ("tuya-local-protocol-udp6667-broadcast.pcap", "68:57:2d:6a:87:5f", "Tuya"),
+    ],
+)
+def test_the_cameras_of_the_real_captures_have_their_brand(registry: OuiRegistry, capture: str, mac: str, brand: str) -> None:
+    """The device that talks most in each real camera capture (its MAC read from the file by
+    tshark) resolves to its brand, not to `other`."""
+    path = REAL / capture
+    if not path.exists():
+        pytest.skip(f"{REAL} is not here")
+    macs = subprocess.run(["tshark", "-n", "-r", str(path), "-T", "fields", "-e", "eth.src"], capture_output=True, text=True, check=True).stdout.split()
+    assert mac in macs
+    assert manufacturer(mac, registry)[0] == brand

@@ -132,7 +132,8 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
         asyncio.run(in_process_main(analysis.parts))
         if progress is not None:
             progress.stop()
-        report.finish()
+        if len(analysis.input_errors) < len(args.pcaps):  # something was read: its report
+            report.finish()
     log.info("analysis_done", packets=analysis.packets, **report.summary())
     if analysis.input_errors:
         raise InputError("\n".join(analysis.input_errors))

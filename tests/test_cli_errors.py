@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from egress.sinks.report import CSV_COLUMNS
 from tests.conftest import PCAPS, POLICY, ndjson, run_egress
 
 SAMPLE = PCAPS / "trunk-qinq-mixed.pcap"
@@ -77,9 +78,20 @@ def test_not_a_capture_and_empty_file_exit_2(tmp_path: Path) -> None:
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
     for path, reason in ((text, "not a capture file"), (empty, "empty file")):
-        proc = run_egress("analyze", path)
-        assert proc.returncode == 2
-        assert _errors(proc.stderr) == [f"egress: {path}: {reason}" + (" (pcap or pcapng)" if reason == "not a capture file" else ", not a capture")]
+        for fmt in ("table", "csv", "json"):  # and no empty report before the error, which would read as a clean result
+            proc = run_egress("analyze", path, "--format", fmt)
+            assert proc.returncode == 2
+            assert _errors(proc.stderr) == [f"egress: {path}: {reason}" + (" (pcap or pcapng)" if reason == "not a capture file" else ", not a capture")]
+            assert proc.stdout == "", fmt
+
+
+def test_a_readable_file_beside_a_bad_one_is_reported_and_exits_2(tmp_path: Path) -> None:
+    """The report covers what could be read; the unreadable file is named and the exit is 2."""
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    proc = run_egress("analyze", empty, PCAPS / "street-cctv-vlan20.pcap", "--format", "csv")
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("timestamp,category,") and len(proc.stdout.splitlines()) > 1
 
 
 def test_missing_capture_exits_2(tmp_path: Path) -> None:
@@ -114,6 +126,8 @@ def test_empty_pcapng_gives_no_alerts_and_exit_0(tmp_path: Path) -> None:
     proc = run_egress("analyze", path, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
+    proc = run_egress("analyze", path, "--format", "csv")  # read, so reported: the header alone
+    assert proc.returncode == 0 and proc.stdout.splitlines() == [",".join(CSV_COLUMNS)]
 
 
 def test_check_accepts_the_example_and_reports_config_errors(tmp_path: Path) -> None:

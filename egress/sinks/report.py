@@ -47,8 +47,7 @@ class Report:
         self.flows = 0
         self.egress_flows = 0
         self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
-        if self._csv is not None:
-            self._csv.writerow(CSV_COLUMNS)
+        self._header_due = self._csv is not None  # written with the first row, or by finish()
 
     async def write(self, verdicts: Sequence[Verdict]) -> None:
         for verdict in verdicts:
@@ -73,7 +72,13 @@ class Report:
         if self._fmt == "json":
             self._out.write(encode(alert_to_ecs(alert)).decode("utf-8") + "\n")
         elif self._csv is not None:
+            self._header()
             self._csv.writerow(_row(alert))
+
+    def _header(self) -> None:
+        if self._header_due and self._csv is not None:
+            self._csv.writerow(CSV_COLUMNS)
+            self._header_due = False
 
     @property
     def alerts(self) -> list[Alert]:
@@ -90,6 +95,9 @@ class Report:
         }
 
     def finish(self) -> None:
+        """The table (or the CSV header of a report with no rows). Not called when no input
+        could be read: an empty report would look like a clean result."""
+        self._header()
         if self._fmt != "table":
             self._out.flush()
             return

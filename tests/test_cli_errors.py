@@ -91,7 +91,7 @@ def test_a_readable_file_beside_a_bad_one_is_reported_and_exits_2(tmp_path: Path
     empty.write_bytes(b"")
     proc = run_egress("analyze", empty, PCAPS / "street-cctv-vlan20.pcap", "--format", "csv")
     assert proc.returncode == 2
-    assert proc.stdout.startswith("timestamp,category,") and len(proc.stdout.splitlines()) > 1
+    assert proc.stdout.startswith(",".join(CSV_COLUMNS)) and len(proc.stdout.splitlines()) > 1
 
 
 def test_missing_capture_exits_2(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """`egress analyze` output: alerts as NDJSON, CSV or a readable table with a summary.
 
-A sink like the others: it sees every verdict, streams the alerts (json, csv) as they come
-and keeps what the table and the summary need until `finish()`."""
+A sink like the others: it sees every verdict, streams the alert records (json: one per
+flow, as on the wire) as they come and keeps what the other views need until `finish()`.
+The table and the CSV are for people: one row per (device, destination, port, rule), see
+`egress.sinks.grouped`."""
 
 from __future__ import annotations
 
@@ -15,23 +17,30 @@ from rich.table import Table
 
 from egress.codec import alert_to_ecs, encode, iso
 from egress.model import Alert, FlowRecord, Verdict
+from egress.sinks.grouped import AlertGroup, group_alerts
 
 __all__ = ["Report", "CSV_COLUMNS"]
 
 Format = Literal["table", "json", "csv"]
 CSV_COLUMNS = (
-    "timestamp", "category", "rule", "severity", "group", "device_mac", "device_ip", "vendor",
-    "destination_ip", "destination_port", "transport", "domain", "country", "asn", "event_id",
+    "first_seen", "last_seen", "category", "rule", "severity", "group", "device_mac", "device_ip", "vendor",
+    "destination_ip", "destination_port", "transport", "domain", "country", "asn",
+    "flows", "bytes_out", "bytes_in", "packets_out", "packets_in",
 )  # fmt: skip
 
 
-def _row(alert: Alert) -> tuple[str, ...]:
-    f = alert.flow
+def _seen(ts: float) -> str:
+    """A full UTC date-time to the second: a report spans days."""
+    return iso(ts)[:19] + "Z"
+
+
+def _row(g: AlertGroup) -> tuple[str, ...]:
+    a, f = g.first, g.first.flow
     return (
-        iso(f.start), alert.category, alert.rule_name, alert.severity, alert.group, f.device_mac or "",
+        _seen(g.first_seen), _seen(g.last_seen), a.category, a.rule_name, a.severity, a.group, f.device_mac or "",
         f.device_ip or "", f.device_manufacturer or "", f.destination.ip, str(f.destination.port or ""),
-        f.transport_name, f.destination_domain or "", f.destination_country or "",
-        str(f.destination_asn or ""), alert.event_id,
+        f.transport_name, g.name, f.destination_country or "", str(f.destination_asn or ""),
+        str(g.flows), str(g.bytes_out), str(g.bytes_in), str(g.packets_out), str(g.packets_in),
     )  # fmt: skip
 
 
@@ -46,8 +55,6 @@ class Report:
         self._destinations: dict[str, str] = {}
         self.flows = 0
         self.egress_flows = 0
-        self._csv = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
-        self._header_due = self._csv is not None  # written with the first row, or by finish()
 
     async def write(self, verdicts: Sequence[Verdict]) -> None:
         for verdict in verdicts:
@@ -71,14 +78,6 @@ class Report:
         self._alerts.append(alert)
         if self._fmt == "json":
             self._out.write(encode(alert_to_ecs(alert)).decode("utf-8") + "\n")
-        elif self._csv is not None:
-            self._header()
-            self._csv.writerow(_row(alert))
-
-    def _header(self) -> None:
-        if self._header_due and self._csv is not None:
-            self._csv.writerow(CSV_COLUMNS)
-            self._header_due = False
 
     @property
     def alerts(self) -> list[Alert]:
@@ -95,28 +94,34 @@ class Report:
         }
 
     def finish(self) -> None:
-        """The table (or the CSV header of a report with no rows). Not called when no input
-        could be read: an empty report would look like a clean result."""
-        self._header()
-        if self._fmt != "table":
+        """The grouped views (the CSV's header alone where nothing alerted). Not called when no
+        input could be read: an empty report would look like a clean result."""
+        if self._fmt == "json":
+            self._out.flush()
+            return
+        groups = group_alerts(self._alerts)
+        if self._fmt == "csv":
+            writer = csv.writer(self._out, lineterminator="\n")
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(map(_row, groups))
             self._out.flush()
             return
         # on a terminal, its width; piped, as wide as the rows need (a fixed width folded MACs and names)
         console = Console(file=self._out, width=None if self._out.isatty() else 10_000)
-        table = Table(title=f"Alerts ({len(self._alerts)})", show_lines=False)
-        for column in ("time", "category", "rule", "sev", "group", "device", "vendor", "destination", "port", "name", "cc", "asn"):
-            table.add_column(column, overflow="fold")
-        for a in sorted(self._alerts, key=lambda a: (a.flow.start, a.event_id)):
-            f = a.flow
-            port = f"{f.transport_name}/{f.destination.port}" if f.destination.port else f.transport_name
+        table = Table(title=f"Alerts: {len(self._alerts)} flows in {len(groups)} rows of (device, destination, port, rule)", show_lines=False)
+        for column in ("first seen", "last seen", "category", "rule", "sev", "group", "device", "vendor", "destination", "port",
+                       "name", "cc", "asn", "flows", "bytes out", "bytes in"):  # fmt: skip
+            table.add_column(column, overflow="fold", justify="right" if column in ("flows", "bytes out", "bytes in") else "left")
+        for g in groups:
+            a, f = g.first, g.first.flow
             table.add_row(
-                iso(f.start)[11:19], a.category, a.rule_name, a.severity, a.group,
-                f.device or "", f.device_manufacturer or "", f.destination.ip, port,
-                f.destination_domain or "", f.destination_country or "", str(f.destination_asn or ""),
+                _seen(g.first_seen), _seen(g.last_seen), a.category, a.rule_name, a.severity, a.group,
+                f.device or "", f.device_manufacturer or "", f.destination.ip, g.port, g.name,
+                f.destination_country or "", str(f.destination_asn or ""), f"{g.flows:,}", f"{g.bytes_out:,}", f"{g.bytes_in:,}",
             )  # fmt: skip
         console.print(table)
         s = self.summary()
-        console.print(f"[bold]Flows[/bold] {s['flows']} ({s['egress_flows']} egress)   [bold]Alerts[/bold] {s['alerts']}")
+        console.print(f"[bold]Flows[/bold] {s['flows']} ({s['egress_flows']} egress)   [bold]Alerts[/bold] {s['alerts']} (alert records, one per flow)")
         for title, key in (("Devices by vendor", "devices_by_vendor"), ("Destinations by country", "destinations_by_country"), ("Alerts by rule", "alerts_by_rule")):
             counts = s[key]
             assert isinstance(counts, dict)

@@ -35,6 +35,7 @@ from egress.flows.meter import FlowMeter
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
+from egress.policy.repeats import RepeatFilter
 from egress.policy.schema import Policy, default_policy, load_policy
 from egress.services.agent import Capture, Captures, SpoolDrainer
 from egress.services.rules import RulesStage
@@ -228,13 +229,21 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
         sinks.append(lines)
         components.append(lines)
     components.append(subscriber)
-    stage = RulesStage(Evaluator(policy, state), subscriber, sinks, metrics, dead_letters=publisher, dead_letter_topic=kafka.dead_letter_topic, policy_path=policy_path)
+    stage = RulesStage(Evaluator(policy, state), subscriber, sinks, metrics, dead_letters=publisher, dead_letter_topic=kafka.dead_letter_topic,
+                       policy_path=policy_path, repeats=_repeats(config))  # fmt: skip
     return components, stage, subscriber.request_stop
 
 
-def _in_process(config: Config, evaluator: Evaluator, policy_path: Path | None, sinks: Sequence[Sink], metrics: RulesMetrics) -> tuple[MemoryBus, RulesStage]:
+def _repeats(config: Config) -> RepeatFilter | None:
+    """The services' `alerts.repeat_after` (0: every alert is emitted)."""
+    return RepeatFilter(config.alerts.repeat_after) if config.alerts.repeat_after > 0 else None
+
+
+def _in_process(
+    config: Config, evaluator: Evaluator, policy_path: Path | None, sinks: Sequence[Sink], metrics: RulesMetrics, repeats: RepeatFilter | None = None,
+) -> tuple[MemoryBus, RulesStage]:  # fmt: skip
     bus = MemoryBus(config.kafka.flows_topic)
-    stage = RulesStage(evaluator, bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path)
+    stage = RulesStage(evaluator, bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path, repeats=repeats)
     return bus, stage
 
 
@@ -253,7 +262,7 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     state = BaselineState()
     evaluator = Evaluator(policy, state)
     sinks: list[Sink] = [MetricsSink(rules_metrics), BaselineMetrics(rules_metrics, lambda: stage.evaluator), lines]  # a reload replaces the evaluator
-    bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics)
+    bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics, _repeats(config))
     captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
     components = [enrichers, *_baseline_file(config, state), MetricsEndpoint(config.metrics.listen), lines]
     return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)

@@ -139,6 +139,18 @@ class MetricsConfig(_Section):
         return value
 
 
+class AlertsConfig(_Section):
+    repeat_after: float = 3600.0  # the same (device, destination, port, rule) again within it is counted, not emitted; 0: never
+
+    @field_validator("repeat_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        seconds = parse_duration(value)
+        if seconds < 0:
+            raise ValueError("must be 0s or more")
+        return seconds
+
+
 class Config(_Section):
     site: str = "default"
     observer_name: str = ""
@@ -148,6 +160,7 @@ class Config(_Section):
     kafka: KafkaConfig = KafkaConfig()
     spool: SpoolConfig = SpoolConfig()
     metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
     policy_file: Path = DEFAULT_POLICY_PATH
     baseline_file: Path | None = None  # the learned baseline of `run` and `analyze` (SPEC: Learned baseline)
 

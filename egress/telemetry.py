@@ -174,6 +174,9 @@ class RulesMetrics:
         self.consumer_lag = Gauge("egress_consumer_lag_records", "Records in the partition not yet read by this consumer", ["topic", "partition"], registry=registry)
         self.alert_publish_errors = Counter("egress_alert_publish_errors", "Alert and dead-letter records Kafka did not accept", registry=registry)
         self.commit_failures = Counter("egress_consumer_commit_failures", "Offset commits refused (the partitions moved on)", registry=registry)
+        self.alerts_suppressed = Counter("egress_alerts_suppressed", "Alerts not emitted: the same (device, destination, port, rule) alerted within alerts.repeat_after",
+                                         ["site", "group", "category"], registry=registry)  # fmt: skip
+        self._suppressed: dict[tuple[str, str, str], Any] = {}
         self._device_labels: dict[str, tuple[str, str, str, str]] = {}
         self._evaluated: dict[tuple[str, str, str], Any] = {}
         self.baseline_keys = Gauge("egress_baseline_keys", "Destination keys of the learned baseline", ["site", "group", "state"], registry=registry)
@@ -211,6 +214,14 @@ class RulesMetrics:
         if child is None:
             child = self._evaluated[key] = self.flows_evaluated.labels(*key)
         child.inc(n)
+
+    def alert_suppressed(self, site: str, group: str, category: str) -> None:
+        """One repeat within alerts.repeat_after (no log line: repeats are the normal case)."""
+        key = (site, group, category)
+        child = self._suppressed.get(key)
+        if child is None:
+            child = self._suppressed[key] = self.alerts_suppressed.labels(*key)
+        child.inc()
 
     def lag(self, topic: str, partition: int, records: int | None) -> None:
         """egress_consumer_lag_records of one partition; None removes it (reassigned)."""

@@ -245,7 +245,7 @@ def test_flows_out_dash_is_stdout(geoip: dict[str, Path], tmp_path: Path) -> Non
     [
         ("EGRESS_FLOWZ__IDLE_TIMEOUT", "egress: environment EGRESS_FLOWZ__IDLE_TIMEOUT: unknown config key flowz (did you mean EGRESS_FLOWS__IDLE_TIMEOUT?)"),
         ("EGRESS_POLICY_FIEL", "egress: environment EGRESS_POLICY_FIEL: unknown config key policy_fiel (did you mean EGRESS_POLICY_FILE?)"),
-        ("EGRESS_NOPE__X", "egress: environment EGRESS_NOPE__X: unknown config key nope (keys: site, observer_name, capture, flows, geoip, kafka, spool, metrics, policy_file, baseline_file)"),
+        ("EGRESS_NOPE__X", "egress: environment EGRESS_NOPE__X: unknown config key nope (keys: site, observer_name, capture, flows, geoip, kafka, spool, metrics, alerts, policy_file, baseline_file)"),
     ],
 )
 def test_unknown_egress_variable_exits_2_naming_it(var: str, line: str) -> None:

@@ -24,6 +24,7 @@ from egress.codec import DecodeError, read_flow
 from egress.errors import EgressError
 from egress.model import Verdict
 from egress.policy.evaluate import Evaluator
+from egress.policy.repeats import RepeatFilter
 from egress.policy.schema import load_policy
 from egress.runtime import spawn
 from egress.sinks import Sink
@@ -51,7 +52,10 @@ class RulesStage:
         dead_letters: Publisher,
         dead_letter_topic: str,
         policy_path: Path | None = None,
+        repeats: RepeatFilter | None = None,
     ) -> None:
+        """`repeats`: alerts that repeat one within `alerts.repeat_after` are counted, not
+        handed on (the services; `analyze` keeps every alert record)."""
         self.evaluator = evaluator
         self._sub = subscriber
         self._sinks = tuple(sinks)
@@ -59,6 +63,7 @@ class RulesStage:
         self._dead = dead_letters
         self._dlq = dead_letter_topic
         self._policy_path = policy_path
+        self._repeats = repeats
         self.evaluated = 0
         self.alerts = 0
 
@@ -105,11 +110,24 @@ class RulesStage:
             except DecodeError as exc:
                 dead.append(self._dead_letter(msg, str(exc)))
                 continue
+            if verdict.alerts and self._repeats is not None:
+                verdict = self._without_repeats(verdict, self._repeats)
             verdicts.append(verdict)
             alerts += len(verdict.alerts)
         self.evaluated += len(verdicts)
         self.alerts += alerts
         return verdicts, dead
+
+    def _without_repeats(self, verdict: Verdict, repeats: RepeatFilter) -> Verdict:
+        kept = []
+        for alert in verdict.alerts:
+            if repeats.admit(alert):
+                kept.append(alert)
+            else:
+                self._metrics.alert_suppressed(verdict.flow.site or "default", verdict.group, alert.category)
+        if len(kept) == len(verdict.alerts):
+            return verdict
+        return Verdict(verdict.flow, verdict.group, verdict.verdict, tuple(kept), verdict.covered)
 
     def _dead_letter(self, msg: Record, reason: str) -> Message:
         self._metrics.dead_letter(reason, msg.partition, msg.offset)

@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from egress import __version__
-from egress.config import DEFAULT_CONFIG_PATH, Config, load_config
+from egress.config import DEFAULT_CONFIG_PATH, Config, ResolvedConfig, resolve_config
 from egress.errors import EXIT_ALERTS, EXIT_OK, EgressError, InputError
 from egress.logs import configure
 
@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _baseline_option(v)
     _common(v)
 
-    p = sub.add_parser("check", help="validate config and policy", description="Validate the config and policy files; print each problem with file and line.")
+    p = sub.add_parser("check", help="validate config and policy, pre-flight the host",
+                       description="Validate the config and policy files, and with a config file check what it names on this host (GeoIP files, interfaces, spool, metrics address); print each problem with file and line.")
+    p.add_argument("--show-config", action="store_true", help="print the resolved config as YAML, each value with its origin, and exit")
     _common(p)
     return parser
 
@@ -168,14 +170,21 @@ def cmd_baseline(args: argparse.Namespace, config: Config) -> int:
     return commands.run(args.verb, args, config, _explicit_policy(args))
 
 
-def cmd_check(args: argparse.Namespace, config: Config) -> int:
+def cmd_check(args: argparse.Namespace, resolved: ResolvedConfig) -> int:
+    """Config, policy, then the host (`preflight`); every problem before the exit: a wrong
+    value (2) outweighs a missing dependency (3), which has to wait for it anyway."""
     from egress.policy.schema import load_policy
+    from egress.preflight import preflight
 
     from egress.baseline.settings import describe, resolve
 
+    if args.show_config:
+        sys.stdout.write(resolved.as_yaml())
+        return EXIT_OK
+    config = resolved.config
     policy = load_policy(config.policy_file)
     rules = sum(len(g.allow) + len(g.deny) for g in policy.groups)
-    print(f"config OK: {args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else 'built-in defaults')}")
+    print(f"config OK: {resolved.file.path if resolved.file else 'built-in defaults'}")
     print(f"policy OK: {config.policy_file} ({len(policy.groups)} groups, {rules} rules, default_verdict {policy.default_verdict})")
     for warning in policy.warnings:
         print(f"egress: warning: {warning}", file=sys.stderr)
@@ -183,6 +192,14 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         for group in policy.groups:
             print(f"  group {group.name}: baseline {describe(resolve(policy.baseline, group.baseline))}")
         print(f"  devices in no group: baseline {describe(resolve(policy.baseline, None))}")
+    findings = preflight(resolved, policy)
+    for finding in findings:
+        print(f"egress: {'warning: ' if not finding.exit_code else ''}{finding.message}", file=sys.stderr)
+    codes = {finding.exit_code for finding in findings}
+    if codes - {0}:
+        return 2 if 2 in codes else 3
+    print("host OK: GeoIP databases, capture interfaces, spool directory, metrics address" if resolved.file
+          else "host: only values from flags and EGRESS_* variables checked (no config file)")  # fmt: skip
     return EXIT_OK
 
 
@@ -214,7 +231,7 @@ class _Progress:
         self._bar.stop()
 
 
-COMMANDS = {"analyze": cmd_analyze, "agent": cmd_agent, "rules": cmd_rules, "run": cmd_run, "baseline": cmd_baseline, "check": cmd_check}
+COMMANDS = {"analyze": cmd_analyze, "agent": cmd_agent, "rules": cmd_rules, "run": cmd_run, "baseline": cmd_baseline}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,8 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     configure(args.log_format, args.log_level)
     try:
-        config = load_config(args.config, _overrides(args))
-        return COMMANDS[args.command](args, config)
+        resolved = resolve_config(args.config, _overrides(args))
+        if args.command == "check":  # the one command that tells where each value came from
+            return cmd_check(args, resolved)
+        return COMMANDS[args.command](args, resolved.config)
     except EgressError as exc:
         for line in str(exc).splitlines():
             print(f"egress: {line}", file=sys.stderr)

@@ -47,7 +47,7 @@ from egress.sinks.ndjson import AlertLines, FlowLines
 from egress.sinks.report import Report
 from egress.telemetry import AgentMetrics, MetricsEndpoint, RulesMetrics
 
-__all__ = ["Analysis", "check_inputs", "choose_policy", "agent", "rules", "run", "analyze"]
+__all__ = ["Analysis", "check_inputs", "choose_policy", "geoip_skipped", "agent", "rules", "run", "analyze"]
 
 log = structlog.get_logger("egress.compose")
 
@@ -65,21 +65,23 @@ def choose_policy(config: Config, explicit: bool) -> tuple[Policy, Path | None]:
     return policy, config.policy_file
 
 
+def geoip_skipped(config: Config, policy: Policy, kind: str) -> bool:
+    """Whether the `kind` ("country" or "asn") database is skipped, its fields left empty: it
+    was not asked for (it is at its default place) and is not there. Unless the policy needs
+    it (DependencyMissing): a rule on countries or ASNs must never fail silent."""
+    path, default = (config.geoip.country_db, GeoipConfig().country_db) if kind == "country" else (config.geoip.asn_db, GeoipConfig().asn_db)
+    if path is None or path != default or path.exists():
+        return False
+    if any(r.countries if kind == "country" else r.asns for g in policy.groups for r in (*g.allow, *g.deny)):
+        rules_on = "countries" if kind == "country" else "ASNs"
+        raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {rules_on} (give --geoip-{kind} or run geoipupdate)")
+    return True
+
+
 def _geoip_paths(config: Config, policy: Policy) -> tuple[Path | None, Path | None]:
-    """A database that was not asked for and is not at its default place is skipped, unless
-    the policy needs it: a rule on countries or ASNs must never fail silent."""
-    defaults = GeoipConfig()
-    needs_country = any(r.countries for g in policy.groups for r in (*g.allow, *g.deny))
-    needs_asn = any(r.asns for g in policy.groups for r in (*g.allow, *g.deny))
     paths: list[Path | None] = []
-    for kind, path, default, needed in (
-        ("country", config.geoip.country_db, defaults.country_db, needs_country),
-        ("asn", config.geoip.asn_db, defaults.asn_db, needs_asn),
-    ):
-        if path is not None and path == default and not path.exists():
-            if needed:
-                rules_on = "countries" if kind == "country" else "ASNs"
-                raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {rules_on} (give --geoip-{kind} or run geoipupdate)")
+    for kind, path in (("country", config.geoip.country_db), ("asn", config.geoip.asn_db)):
+        if geoip_skipped(config, policy, kind):
             log.warning("geoip_missing", database=kind, path=str(path), effect=f"{kind} fields stay empty")
             path = None
         paths.append(path)

@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -22,7 +23,7 @@ from egress.capture.prefilter import validate_bpf_text
 from egress.errors import UsageError
 from egress.yamlfile import LocatedYaml, format_errors, load_located
 
-__all__ = ["Config", "load_config", "DEFAULT_CONFIG_PATH", "parse_duration", "parse_size"]
+__all__ = ["Config", "ResolvedConfig", "load_config", "resolve_config", "DEFAULT_CONFIG_PATH", "parse_duration", "parse_size"]
 
 DEFAULT_CONFIG_PATH = Path("/etc/egress/egress.yaml")
 DEFAULT_POLICY_PATH = Path("/etc/egress/policy.yaml")
@@ -229,8 +230,79 @@ def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """The effective config. `path=None` means the default file, if it exists."""
+def _holds(data: object, loc: tuple[str, ...]) -> bool:
+    """Whether the nested mapping `data` sets the value at `loc` (itself or a whole list)."""
+    for key in loc:
+        if not isinstance(data, Mapping) or key not in data:
+            return False
+        data = data[key]
+    return True
+
+
+def _plain(value: object) -> object:
+    """A config value as YAML writes it back: a secret masked, paths as text, tuples as lists."""
+    if isinstance(value, SecretStr):
+        return "***"
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedConfig:
+    """The effective config, and what each source set: so a value's origin is told by the
+    same precedence that chose it (`egress check` names it in every line)."""
+
+    config: Config
+    file: LocatedYaml | None
+    environment: Mapping[str, Any]
+    variables: Mapping[tuple[str, ...], str]  # the EGRESS_* variable that set each path
+    flags: Mapping[str, Any]
+
+    def origin(self, loc: tuple[str, ...]) -> str:
+        """`flag`, `env EGRESS_…`, `file PATH:LINE` or `default`: where the value at `loc` came from."""
+        kind, detail = self._source(loc)
+        return f"{kind} {detail}" if detail else kind
+
+    def where(self, loc: tuple[str, ...]) -> str | None:
+        """The source of the value at `loc` as an error line begins with it, as config errors
+        do (`PATH:LINE`, `environment EGRESS_…`, `command line`); None for a default."""
+        kind, detail = self._source(loc)
+        return {"flag": "command line", "env": f"environment {detail}", "file": detail}.get(kind)
+
+    def _source(self, loc: tuple[str, ...]) -> tuple[str, str]:
+        if _holds(self.flags, loc):
+            return "flag", ""
+        if _holds(self.environment, loc):
+            return "env", self.variables[max((p for p in self.variables if loc[: len(p)] == p), key=len)]
+        if self.file is not None and _holds(self.file.data, loc):
+            return "file", self.file.where(loc)
+        return "default", ""
+
+    def as_yaml(self) -> str:
+        """The config as YAML, each value with its origin as an end-of-line comment and
+        every secret as `'***'`: what `egress check --show-config` prints."""
+        lines: list[str] = []
+        self._dump(self.config, (), lines)
+        return "\n".join(lines) + "\n"
+
+    def _dump(self, model: BaseModel, loc: tuple[str, ...], lines: list[str]) -> None:
+        indent = "  " * len(loc)
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                lines.append(f"{indent}{name}:")
+                self._dump(value, (*loc, name), lines)
+                continue
+            plain = _plain(value)
+            flow = None if isinstance(plain, list) else False  # a list on its key's line, `[a, b]`
+            text = yaml.safe_dump({name: plain}, default_flow_style=flow, sort_keys=False, width=10**6, allow_unicode=True).rstrip("\n")
+            lines.append(f"{indent}{text}  # {self.origin((*loc, name))}")
+
+
+def resolve_config(path: Path | None, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> ResolvedConfig:
+    """The effective config and its sources. `path=None` means the default file, if it exists;
+    `overrides` are the command line's values (nested like the file)."""
     doc: LocatedYaml | None = None
     if path is not None or DEFAULT_CONFIG_PATH.exists():
         doc = load_located(path or DEFAULT_CONFIG_PATH, "config")
@@ -239,9 +311,10 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, e
         if not isinstance(doc.data, dict):
             raise UsageError(f"{doc.path}:1: expected a mapping of keys at the top level")
     env, env_origin = _env_overrides(os.environ if environ is None else environ)
-    data = _merge(_merge(doc.data if doc else {}, env), overrides or {})
+    flags = overrides or {}
+    data = _merge(_merge(doc.data if doc else {}, env), flags)
     try:
-        return Config.model_validate(data)
+        return ResolvedConfig(Config.model_validate(data), doc, env, env_origin, flags)
     except ValidationError as exc:
         lines = []
         for line, err in zip(format_errors(doc, exc, source="command line"), exc.errors(), strict=True):
@@ -249,3 +322,8 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, e
             var = next((v for p, v in env_origin.items() if loc[: len(p)] == p), None)
             lines.append(f"environment {var}: {line.split(': ', 1)[1]}" if var else line)
         raise UsageError("\n".join(lines)) from None
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """The effective config. `path=None` means the default file, if it exists."""
+    return resolve_config(path, overrides, environ).config

@@ -54,6 +54,15 @@ def run_egress(*args: str | Path, env: dict[str, str] | None = None, timeout: fl
     )  # fmt: skip
 
 
+def host_env(geoip: dict[str, Path], tmp_path: Path) -> dict[str, str]:
+    """EGRESS_* variables standing in for a deployed host in the pre-flight of `egress check
+    --config`: the test GeoIP databases, a spool under tmp_path, any free port."""
+    return {
+        "EGRESS_GEOIP__COUNTRY_DB": str(geoip["country"]), "EGRESS_GEOIP__ASN_DB": str(geoip["asn"]),
+        "EGRESS_SPOOL__PATH": str(tmp_path / "spool"), "EGRESS_METRICS__LISTEN": "127.0.0.1:0",
+    }  # fmt: skip
+
+
 def ndjson(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from egress.sinks.report import CSV_COLUMNS
-from tests.conftest import PCAPS, POLICY, ndjson, run_egress
+from tests.conftest import PCAPS, POLICY, host_env, ndjson, run_egress
 
 SAMPLE = PCAPS / "trunk-qinq-mixed.pcap"
 
@@ -143,11 +143,11 @@ def test_check_accepts_the_example_and_reports_config_errors(tmp_path: Path) -> 
     assert f"egress: {cfg}:4: flows.max_flow: unknown key" in errors
 
 
-def test_environment_overrides_file_and_errors_name_the_variable(tmp_path: Path) -> None:
+def test_environment_overrides_file_and_errors_name_the_variable(geoip: dict[str, Path], tmp_path: Path) -> None:
     """EGRESS_* variables override the file; a bad one is named in the error."""
     cfg = tmp_path / "egress.yaml"
     cfg.write_text(f"policy_file: {tmp_path / 'absent.yaml'}\n")
-    proc = run_egress("check", "--config", cfg, env={"EGRESS_POLICY_FILE": str(POLICY)})
+    proc = run_egress("check", "--config", cfg, env={**host_env(geoip, tmp_path), "EGRESS_POLICY_FILE": str(POLICY)})
     assert proc.returncode == 0, proc.stderr
     proc = run_egress("check", "--config", cfg, "--policy", POLICY, env={"EGRESS_FLOWS__MAX_FLOWS": "many"})
     assert proc.returncode == 2
@@ -201,7 +201,7 @@ def test_policy_groups_can_share_keys_through_a_merge_key(tmp_path: Path) -> Non
     assert f"policy OK: {policy} (2 groups, 2 rules" in proc.stdout
 
 
-def test_capture_bpf_that_would_mean_something_else_per_vlan_depth_exits_2(tmp_path: Path) -> None:
+def test_capture_bpf_that_would_mean_something_else_per_vlan_depth_exits_2(geoip: dict[str, Path], tmp_path: Path) -> None:
     """`capture.bpf` with `vlan` or an unbalanced `)` is refused in one located line;
     pcap-filter's escaped keyword (`ip proto \\tcp`) is accepted."""
     cfg = tmp_path / "egress.yaml"
@@ -212,7 +212,7 @@ def test_capture_bpf_that_would_mean_something_else_per_vlan_depth_exits_2(tmp_p
         errors = _errors(proc.stderr)
         assert len(errors) == 1 and errors[0].startswith(f"egress: {cfg}:3: capture.bpf: ") and message in errors[0]
     cfg.write_text("site: x\ncapture:\n  bpf: ip proto \\tcp\n")
-    assert run_egress("check", "--config", cfg, "--policy", POLICY).returncode == 0
+    assert run_egress("check", "--config", cfg, "--policy", POLICY, env=host_env(geoip, tmp_path)).returncode == 0
 
 
 @pytest.mark.parametrize("option", ["--flows-out", "--alerts-out"])

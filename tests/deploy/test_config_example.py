@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel
 
 from egress.config import Config, load_config
-from tests.conftest import POLICY, run_egress
+from tests.conftest import POLICY, host_env, run_egress
 from tests.deploy.conftest import DEPLOY
 
 EXAMPLE = DEPLOY / "egress.example.yaml"
@@ -39,8 +39,10 @@ def test_the_example_names_every_key_at_its_default() -> None:
     assert load_config(EXAMPLE, environ={}) == Config()
 
 
-def test_check_accepts_the_example(tmp_path: Path) -> None:
-    proc = run_egress("check", "--config", EXAMPLE, "--policy", POLICY)
+def test_check_accepts_the_example(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """Valid as it stands; what its pre-flight needs of a host (GeoIP files, a spool
+    directory, a free port) is given here by variables."""
+    proc = run_egress("check", "--config", EXAMPLE, "--policy", POLICY, env=host_env(geoip, tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"config OK: {EXAMPLE}")
 

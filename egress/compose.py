@@ -70,10 +70,13 @@ def geoip_skipped(config: Config, policy: Policy, kind: str) -> bool:
     was not asked for (it is at its default place) and is not there. Unless the policy needs
     it (DependencyMissing): a rule on countries or ASNs must never fail silent."""
     path, default = (config.geoip.country_db, GeoipConfig().country_db) if kind == "country" else (config.geoip.asn_db, GeoipConfig().asn_db)
+    needed = any(r.countries if kind == "country" else r.asns for g in policy.groups for r in (*g.allow, *g.deny))
+    rules_on = "countries" if kind == "country" else "ASNs"
+    if path is None and needed:  # turned off on purpose, but then those rules could never match
+        raise UsageError(f"geoip.{kind}_db: null, and the policy has rules on {rules_on}: they would never match (name the database)")
     if path is None or path != default or path.exists():
         return False
-    if any(r.countries if kind == "country" else r.asns for g in policy.groups for r in (*g.allow, *g.deny)):
-        rules_on = "countries" if kind == "country" else "ASNs"
+    if needed:
         raise DependencyMissing(f"{path}: GeoIP {kind} database not found, and the policy has rules on {rules_on} (give --geoip-{kind} or run geoipupdate)")
     return True
 

@@ -68,14 +68,14 @@ def _geoip(config: Config, policy: Policy, kind: str) -> _Found:
     """As the services open it (`compose`): absent at its default place and not needed, a
     warning; asked for and absent, 3; not an mmdb or another edition, 2."""
     path = config.geoip.country_db if kind == "country" else config.geoip.asn_db
-    if path is None:
-        return []
     try:
         if geoip_skipped(config, policy, kind):
             return [(f"{path}: GeoIP {kind} database not found: the {kind} fields stay empty", 0)]
+        if path is None:  # turned off, and no rule needs it
+            return []
         reader, _ = open_reader(path, kind)
     except EgressError as exc:
-        return [(str(exc), exc.exit_code)]
+        return [(str(exc).removeprefix(f"geoip.{kind}_db: "), exc.exit_code)]  # the line names the key already
     reader.close()
     return []
 

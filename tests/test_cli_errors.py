@@ -265,3 +265,19 @@ def test_a_scalar_where_a_list_belongs_says_what_to_write(tmp_path: Path) -> Non
     assert proc.stderr.splitlines() == [f"egress: {cfg}:2: kafka.bootstrap_servers: expected a list: write ['localhost:9092']"]
     proc = run_egress("check", "--policy", POLICY, env={"EGRESS_CAPTURE__INTERFACES": "eth1"})
     assert proc.stderr.splitlines() == ["egress: environment EGRESS_CAPTURE__INTERFACES: capture.interfaces: expected a list: write [eth1]"]
+
+
+def test_a_geoip_database_turned_off_under_rules_that_need_it_exits_2(tmp_path: Path) -> None:
+    """`geoip.country_db: null` with a policy that has rules on countries would make them
+    never match: refused at start and by `check`, at the config's line; without such rules, fine."""
+    cfg = tmp_path / "egress.yaml"
+    cfg.write_text("geoip:\n  country_db: null\n  asn_db: null\n")
+    start = run_egress("analyze", SAMPLE, "--config", cfg, "--policy", POLICY)
+    assert start.returncode == 2
+    assert _errors(start.stderr) == ["egress: geoip.country_db: null, and the policy has rules on countries: they would never match (name the database)"]
+    check = run_egress("check", "--config", cfg, "--policy", POLICY, env={"EGRESS_METRICS__LISTEN": "127.0.0.1:0", "EGRESS_SPOOL__PATH": "null"})
+    assert check.returncode == 2
+    assert f"egress: {cfg}:2: geoip.country_db: null, and the policy has rules on countries: they would never match (name the database)" in check.stderr.splitlines()
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("version: 1\n")
+    assert run_egress("analyze", SAMPLE, "--config", cfg, "--policy", plain).returncode == 0

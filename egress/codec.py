@@ -17,11 +17,11 @@ from typing import Any, Final
 import orjson
 
 from egress.bus import Message, Record
-from egress.model import TRANSPORT_NAMES, Alert, Endpoint, FlowRecord
+from egress.model import TRANSPORT_NAMES, Alert, Endpoint, FlowRecord, Verdict
 
 __all__ = [
     "SCHEMA_VERSION", "SCHEMA_HEADER", "HEADERS", "DecodeError", "iso", "flow_to_ecs", "alert_to_ecs", "encode",
-    "decode_flow", "SEVERITY_SCORES", "flow_message", "alert_message", "read_flow",
+    "decode_flow", "SEVERITY_SCORES", "flow_message", "alert_message", "read_flow", "verdict_to_ecs",
 ]  # fmt: skip
 
 SCHEMA_VERSION: Final = 1
@@ -155,8 +155,22 @@ def alert_to_ecs(alert: Alert) -> dict[str, Any]:
     doc["event"]["id"] = alert.event_id
     doc["event"]["severity"] = SEVERITY_SCORES[alert.severity]
     doc["rule"] = {"id": alert.rule_id, "name": alert.rule_name, "category": alert.category, "ruleset": alert.ruleset}
+    _put(doc["rule"], "description", alert.description)
+    if alert.device_name:
+        doc.setdefault("device", {})["name"] = alert.device_name
     doc["message"] = alert.message
     doc["egress"]["severity"] = alert.severity
+    return doc
+
+
+def verdict_to_ecs(verdict: Verdict, ruleset: str) -> dict[str, Any]:
+    """A flow record as `--flows-out` writes it: the flow with its group, what the policy said
+    (`egress.verdict`) and the rule that decided (`rule.id`, `rule.name`), so allowed traffic
+    can be reviewed as well as alerts."""
+    doc = flow_to_ecs(verdict.flow, verdict.group)
+    doc["egress"]["verdict"] = verdict.verdict
+    if verdict.rule:
+        doc["rule"] = {"id": verdict.rule, "name": verdict.rule.rsplit("/", 1)[-1], "ruleset": ruleset}
     return doc
 
 

@@ -308,7 +308,7 @@ def analyze(
     evaluator = Evaluator(policy, state, learn_everything=learn_everything)
     components: list[object] = [enrichers, *_baseline_file(config, state)]
     if flows_out is not None:
-        flows = FlowLines(flows_out)
+        flows = FlowLines(flows_out, policy.name)
         sinks.append(flows)
         components.append(flows)
     bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(CollectorRegistry()))

@@ -134,6 +134,8 @@ class Alert:
     ruleset: str
     severity: str  # low | medium | high | critical
     message: str
+    description: str = ""  # rule.description: the deny entry's, or what a built-in rule means
+    device_name: str = ""  # device.name: the policy's inventory name of the device, if any
 
 
 @dataclass(slots=True)  # not frozen: one is made per flow, and a frozen init costs twice as much
@@ -145,3 +147,4 @@ class Verdict:
     verdict: str  # denied | allowed | unexpected | not-egress
     alerts: tuple[Alert, ...]
     covered: bool = False  # the device's brand is one of the policy's covered vendors
+    rule: str = ""  # the rule.id that decided (GROUP/deny|allow/NAME, GROUP/baseline, default_verdict); "" for not-egress

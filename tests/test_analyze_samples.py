@@ -62,12 +62,13 @@ def test_alert_records_carry_ecs_fields(geoip: dict[str, Path]) -> None:
     deny = next(a for a in alerts if a["rule"]["name"] == "vendor-p2p-cloud" and a["destination"]["ip"] == "198.51.100.200")
     assert deny["event"]["kind"] == "alert"
     assert deny["event"]["severity"] == 73 and deny["egress"]["severity"] == "high"
-    assert deny["rule"] == {"id": "street-cctv/deny/vendor-p2p-cloud", "name": "vendor-p2p-cloud", "category": "deny", "ruleset": "egress-policy"}
+    assert deny["rule"] == {"id": "street-cctv/deny/vendor-p2p-cloud", "name": "vendor-p2p-cloud", "category": "deny", "ruleset": "egress-policy",
+                            "description": "the vendor's P2P cloud, which relays the camera's video past the site firewall"}
     assert deny["labels"]["group"] == "street-cctv"
     assert deny["network"]["vlan"] == {"id": "20"}
     assert deny["network"]["direction"] == "outbound"
     assert deny["network"]["community_id"].startswith("1:")
-    assert deny["device"] == {"id": "44-19-B6-12-34-56", "manufacturer": "Hikvision"}
+    assert deny["device"] == {"id": "44-19-B6-12-34-56", "manufacturer": "Hikvision", "name": "vauxhall-lamp-01"}
     assert set(deny["egress"]["destination"]["domains"]) == {"dev.hik-connect.com", "hik-edge.cdn.example"}
     assert deny["destination"]["geo"]["country_iso_code"] == "US" and deny["destination"]["as"]["number"] == 16509
     assert "vauxhall-lamp-01" in deny["message"] and "\n" not in deny["message"]
@@ -203,3 +204,23 @@ def test_real_camera_capture_groups_to_its_conversations_with_tsharks_totals(tmp
         device, remote = row["device_ip"], row["destination_ip"]
         assert [int(row["packets_out"]), int(row["bytes_out"])] == conv.get((device, remote), [0, 0]), remote
         assert [int(row["packets_in"]), int(row["bytes_in"])] == conv.get((remote, device), [0, 0]), remote
+
+
+def test_flow_records_say_what_decided_and_alerts_carry_description_and_device_name(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """`--flows-out` records carry the verdict, the group and the rule that decided (an allowed
+    flow too); alert records carry rule.description (the deny entry's, or the built-in rule's
+    meaning) and the device's inventory name from the policy (device.name)."""
+    flows_out = tmp_path / "flows.ndjson"
+    alerts = _analyze(PCAPS / "street-cctv-vlan20.pcap", geoip, "--flows-out", str(flows_out))
+    flows = ndjson(flows_out.read_text())
+    fw = next(f for f in flows if f["destination"]["ip"] == "198.51.100.150")
+    assert (fw["egress"]["verdict"], fw["labels"]["group"], fw["rule"]["id"], fw["rule"]["name"]) == ("allowed", "street-cctv", "street-cctv/allow/firmware", "firmware")
+    denied = next(f for f in flows if f["egress"]["verdict"] == "denied")
+    assert denied["rule"]["id"] == "street-cctv/deny/vendor-p2p-cloud"
+    assert {f["egress"]["verdict"] for f in flows if f["network"]["direction"] != "outbound"} == {"not-egress"}
+    assert all("rule" not in f for f in flows if f["egress"]["verdict"] == "not-egress")
+    p2p = next(a for a in alerts if a["rule"]["name"] == "vendor-p2p-cloud")
+    assert p2p["rule"]["description"] == "the vendor's P2P cloud, which relays the camera's video past the site firewall"
+    assert p2p["device"]["name"] == "vauxhall-lamp-01" and p2p["device"]["id"] == "44-19-B6-12-34-56"
+    unexpected = next(a for a in alerts if a["rule"]["category"] == "unexpected")
+    assert unexpected["rule"]["description"].startswith("egress that no deny or allow rule of the group matched")

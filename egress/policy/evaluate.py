@@ -33,6 +33,15 @@ _IMPLICIT = Group(name=UNASSIGNED)
 _BASELINE_VERDICTS = {"learned": "learning", "known": "baseline", "held": "new-destination", "new": "new-destination"}
 
 
+#: rule.description of the built-in rules
+_MEANING = {
+    "unexpected": "egress that no deny or allow rule of the group matched, under default_verdict: alert",
+    "new-destination": "a destination (registered domain, AS and country, or address, and port) not in the learned baseline of its scope",
+    "volume": "a device's outbound bytes in one window past factor x the largest window it sent while learning (and past min_bytes)",
+    "covered-vendor": "a device of a vendor in covered_vendors is on the network",
+}
+
+
 def _event_id(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -40,10 +49,12 @@ def _event_id(*parts: str) -> str:
 class _Rule:
     """A rule entry compiled for speed: sets, integer networks, a suffix tuple."""
 
-    __slots__ = ("name", "severity", "countries", "asns", "ports", "nets", "hosts", "suffixes", "has_destinations")
+    __slots__ = ("name", "id", "description", "severity", "countries", "asns", "ports", "nets", "hosts", "suffixes", "has_destinations")
 
-    def __init__(self, rule: RuleEntry) -> None:
+    def __init__(self, rule: RuleEntry, rule_id: str) -> None:
         self.name = rule.name
+        self.id = rule_id  # GROUP/deny|allow/NAME, made once
+        self.description = rule.description
         self.severity = rule.severity
         self.countries = frozenset(rule.countries) or None
         self.asns = frozenset(rule.asns) or None
@@ -88,6 +99,7 @@ class _CompiledGroup:
     deny: tuple[_Rule, ...]
     allow: tuple[_Rule, ...]
     baseline: BaselineSettings | None
+    baseline_rule: str  # the rule.id of what the baseline decided
 
 
 class Evaluator:
@@ -105,7 +117,8 @@ class Evaluator:
         self._reported: set[str] = set()
         self._groups: dict[tuple[object, ...], _CompiledGroup] = {}
         self._compiled = {
-            g.name: _CompiledGroup(g, tuple(map(_Rule, g.deny)), tuple(map(_Rule, g.allow)), resolve(policy.baseline, g.baseline))
+            g.name: _CompiledGroup(g, tuple(_Rule(r, f"{g.name}/deny/{r.name}") for r in g.deny), tuple(_Rule(r, f"{g.name}/allow/{r.name}") for r in g.allow),
+                                   resolve(policy.baseline, g.baseline), f"{g.name}/baseline")  # fmt: skip
             for g in (*policy.groups, _IMPLICIT)
         }
 
@@ -181,27 +194,30 @@ class Evaluator:
         ip = _ip_int(rec.destination.ip)
         for rule in compiled.deny:
             if rule.matches(rec, ip):
-                alerts.append(self._alert(rec, group, "deny", rule.name, rule.severity or "high"))
-                return Verdict(rec, group.name, "denied", tuple(alerts), covered)
+                alerts.append(self._alert(rec, group, "deny", rule.name, rule.severity or "high", rule.description))
+                return Verdict(rec, group.name, "denied", tuple(alerts), covered, rule.id)
         for rule in compiled.allow:
             if rule.matches(rec, ip):
-                return Verdict(rec, group.name, "allowed", tuple(alerts), covered)
+                return Verdict(rec, group.name, "allowed", tuple(alerts), covered, rule.id)
         if settings is not None:
             outcome, key = self.learner.judge(rec, scope, group.name, learning)
             if outcome == "new":
                 alerts.append(self._new_destination(rec, group, key, settings))
-            return Verdict(rec, group.name, _BASELINE_VERDICTS[outcome], tuple(alerts), covered)
+            return Verdict(rec, group.name, _BASELINE_VERDICTS[outcome], tuple(alerts), covered, compiled.baseline_rule)
         if self.policy.default_verdict == "allow":
-            return Verdict(rec, group.name, "allowed", tuple(alerts), covered)
-        alerts.append(self._alert(rec, group, "unexpected", "unexpected-destination", "medium"))
-        return Verdict(rec, group.name, "unexpected", tuple(alerts), covered)
+            return Verdict(rec, group.name, "allowed", tuple(alerts), covered, "default_verdict")
+        alerts.append(self._alert(rec, group, "unexpected", "unexpected-destination", "medium", _MEANING["unexpected"]))
+        return Verdict(rec, group.name, "unexpected", tuple(alerts), covered, "default_verdict")
+
+    def _name(self, rec: FlowRecord) -> str:
+        return self._names.get(rec.device_mac or "", "")
 
     def _device_label(self, rec: FlowRecord) -> str:
         name = self._names.get(rec.device_mac or "")
         ident = rec.device or rec.source.ip
         return f"{name} ({ident})" if name else ident
 
-    def _alert(self, rec: FlowRecord, group: Group, category: str, rule_name: str, severity: str) -> Alert:
+    def _alert(self, rec: FlowRecord, group: Group, category: str, rule_name: str, severity: str, description: str) -> Alert:
         rule_id = f"{group.name}/{category}/{rule_name}"
         where = ", ".join(x for x in (rec.destination_country, f"AS{rec.destination_asn}" if rec.destination_asn else "") if x)
         port = f"{rec.transport_name}/{rec.destination.port}" if rec.destination.port else rec.transport_name
@@ -209,7 +225,7 @@ class Evaluator:
         message = f"{verb}: {self._device_label(rec)} → {_destination(rec.destination_domain, rec.destination.ip)} {port}" + (f" ({where})" if where else "")
         message += f" by rule {rule_name} of group {group.name}"
         event_id = _event_id(rec.community_id, iso(rec.start), rec.device or "", rule_id)
-        return Alert(rec, group.name, event_id, category, rule_id, rule_name, self.policy.name, severity, message)
+        return Alert(rec, group.name, event_id, category, rule_id, rule_name, self.policy.name, severity, message, description, self._name(rec))
 
     def _new_destination(self, rec: FlowRecord, group: Group, key: Key, settings: BaselineSettings) -> Alert:
         scope, identity, port = key
@@ -220,7 +236,7 @@ class Evaluator:
                    + f", not in the learned baseline of {whose}")  # fmt: skip
         rule_id = f"{group.name}/new-destination/new-destination"
         event_id = _event_id("new-destination", scope, identity, port)
-        return Alert(rec, group.name, event_id, "new-destination", rule_id, "new-destination", self.policy.name, "medium", message)
+        return Alert(rec, group.name, event_id, "new-destination", rule_id, "new-destination", self.policy.name, "medium", message, _MEANING["new-destination"], self._name(rec))
 
     def _volume_alert(self, rec: FlowRecord, group: Group, crossing: Crossing) -> Alert:
         device = rec.device or ""
@@ -228,7 +244,7 @@ class Evaluator:
                    f"{iso(crossing.window_start)}, past its limit of {crossing.limit:,} bytes "
                    f"(largest learned window {crossing.learned_max:,} bytes; group {group.name})")  # fmt: skip
         event_id = _event_id("volume", device, iso(crossing.window_start))
-        return Alert(rec, group.name, event_id, "volume", f"{group.name}/volume/volume", "volume", self.policy.name, "high", message)
+        return Alert(rec, group.name, event_id, "volume", f"{group.name}/volume/volume", "volume", self.policy.name, "high", message, _MEANING["volume"], self._name(rec))
 
     def _covered_vendor(self, rec: FlowRecord, group: Group) -> Alert | None:
         brand = rec.device_manufacturer
@@ -238,7 +254,8 @@ class Evaluator:
         self._reported.add(device)
         rule_id = f"covered-vendor/{brand}"
         message = f"covered-vendor device present: {self._device_label(rec)} is {brand} (group {group.name})"
-        return Alert(rec, group.name, _event_id("covered-vendor", device, brand), "covered-vendor", rule_id, "covered-vendor", self.policy.name, "high", message)
+        return Alert(rec, group.name, _event_id("covered-vendor", device, brand), "covered-vendor", rule_id, "covered-vendor", self.policy.name, "high", message,
+                     _MEANING["covered-vendor"], self._name(rec))  # fmt: skip
 
     @property
     def devices_reported(self) -> frozenset[str]:

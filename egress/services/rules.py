@@ -127,7 +127,7 @@ class RulesStage:
                 self._metrics.alert_suppressed(verdict.flow.site or "default", verdict.group, alert.category)
         if len(kept) == len(verdict.alerts):
             return verdict
-        return Verdict(verdict.flow, verdict.group, verdict.verdict, tuple(kept), verdict.covered)
+        return Verdict(verdict.flow, verdict.group, verdict.verdict, tuple(kept), verdict.covered, verdict.rule)
 
     def _dead_letter(self, msg: Record, reason: str) -> Message:
         self._metrics.dead_letter(reason, msg.partition, msg.offset)

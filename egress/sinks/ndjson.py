@@ -1,5 +1,5 @@
 """Records as NDJSON lines to a file or stdout: the alert records (`--alerts-out`, `run`'s
-stdout) or every flow record with its group (`--flows-out`)."""
+stdout) or every flow record with its group, verdict and deciding rule (`--flows-out`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from egress.codec import alert_to_ecs, encode, flow_to_ecs
+from egress.codec import alert_to_ecs, encode, verdict_to_ecs
 from egress.errors import UsageError
 from egress.model import Verdict
 
@@ -52,10 +52,13 @@ class AlertLines(_Lines):
 
 
 class FlowLines(_Lines):
-    def __init__(self, path: Path | None) -> None:
+    """Every flow with its verdict and the rule that decided (`ruleset`: the policy's name)."""
+
+    def __init__(self, path: Path | None, ruleset: str) -> None:
         super().__init__(path, "flow records")
+        self._ruleset = ruleset
 
     async def write(self, verdicts: Sequence[Verdict]) -> None:
-        out = self._out
+        out, ruleset = self._out, self._ruleset
         for verdict in verdicts:
-            out.write(encode(flow_to_ecs(verdict.flow, verdict.group)) + b"\n")
+            out.write(encode(verdict_to_ecs(verdict, ruleset)) + b"\n")

@@ -369,7 +369,9 @@ def test_upload_far_past_the_learned_maximum_raises_one_volume_alert_per_window(
     for alert, (t, flow, total) in zip(sorted(alerts, key=lambda a: a["event"]["end"]), crossings, strict=True):
         assert alert["event"]["end"] == flow["event"]["end"] and alert["event"]["start"] == flow["event"]["start"]
         assert alert["network"]["community_id"] == flow["network"]["community_id"]
-        assert alert["rule"] == {"id": f"{GROUP}/volume/volume", "name": "volume", "category": "volume", "ruleset": alert["rule"]["ruleset"]}
+        assert alert["rule"] == {"id": f"{GROUP}/volume/volume", "name": "volume", "category": "volume", "ruleset": alert["rule"]["ruleset"],
+                                 "description": alert["rule"]["description"]}
+        assert alert["rule"]["description"].startswith("a device's outbound bytes in one window past factor x")
         assert alert["egress"]["severity"] == "high"
         assert f"{total:,} bytes" in alert["message"] and f"limit of {limit:,} bytes" in alert["message"]
         assert datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S") in alert["message"]

@@ -281,3 +281,18 @@ def test_a_geoip_database_turned_off_under_rules_that_need_it_exits_2(tmp_path: 
     plain = tmp_path / "plain.yaml"
     plain.write_text("version: 1\n")
     assert run_egress("analyze", SAMPLE, "--config", cfg, "--policy", plain).returncode == 0
+
+
+def test_capture_bpf_libpcap_cannot_compile_exits_2_at_its_line(tmp_path: Path) -> None:
+    """A filter libpcap refuses (a misspelt keyword, an unknown protocol name) is refused when
+    the config is read, at its line; before, a file was then read without it, silently."""
+    for bpf, said in (("tcp portt 80", "can't parse filter expression: syntax error"), ("ether proto \\foo", "unknown ether proto 'foo'")):
+        cfg = tmp_path / "egress.yaml"
+        cfg.write_text(f"capture:\n  bpf: '{bpf}'\n")
+        proc = run_egress("analyze", SAMPLE, "--config", cfg, "--policy", POLICY)
+        assert proc.returncode == 2
+        assert _errors(proc.stderr) == [f"egress: {cfg}:2: capture.bpf: libpcap cannot compile it: {said}"]
+    cfg.write_text("capture:\n  bpf: 'not port 9999'\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("version: 1\n")
+    assert run_egress("analyze", SAMPLE, "--config", cfg, "--policy", plain).returncode == 0

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shutil
+import struct
+import subprocess
 from collections.abc import Iterable
 
 __all__ = ["build_filter", "validate_bpf_text"]
@@ -82,4 +85,29 @@ def validate_bpf_text(text: str) -> str | None:
             break
     if depth:
         return "capture.bpf has unbalanced parentheses"
-    return None
+    return _compile_error(text) if text.strip() else None
+
+
+#: a classic pcap header with no packet (Ethernet): something for tcpdump to compile against
+_EMPTY_ETHERNET_PCAP = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+
+
+def _compile_error(text: str) -> str | None:
+    """What libpcap says of the filter (`tcpdump -d` compiles it without reading a packet), or
+    None where it compiles, where only a host name did not resolve here, or where tcpdump is
+    absent (live capture compiles it at start).
+    Without this, a filter libpcap refuses was found out only when a file was read, and the
+    file was then read unfiltered."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None:
+        return None
+    try:
+        proc = subprocess.run([tcpdump, "-r", "-", "-d", "--", text], input=_EMPTY_ETHERNET_PCAP, capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode == 0:
+        return None
+    said = [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    if said and "unknown host" in said[-1]:
+        return None  # names resolve where the capture runs, not necessarily here
+    return f"libpcap cannot compile it: {said[-1].removeprefix('tcpdump: ') if said else f'tcpdump exit {proc.returncode}'}"

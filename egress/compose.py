@@ -32,6 +32,7 @@ from egress.enrich import Enrichers
 from egress.enrich.oui import ManufNotFoundError, OuiRegistry, default_registry
 from egress.errors import DependencyMissing, InputError, UsageError
 from egress.flows.meter import FlowMeter
+from egress.health import POLL_STALE_SECONDS, Health
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
@@ -174,14 +175,15 @@ def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metric
         source = LiveSource(
             interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets,
             on_drops=functools.partial(metrics.capture_dropped, interface), on_restart=functools.partial(metrics.capture_interrupted, interface),
+            on_resumed=functools.partial(metrics.capture_resumed, interface),
         )  # fmt: skip
         meter = _meter(config, local, enrichers)
         captures.append(Capture(interface, source.packets, meter, open=source.start, close=source.stop, skipped=source.frames_skipped))
     return Captures(captures, metrics)
 
 
-def _agent_metrics(config: Config) -> AgentMetrics:
-    metrics = AgentMetrics()
+def _agent_metrics(config: Config, health: Health) -> AgentMetrics:
+    metrics = AgentMetrics(health=health)
     metrics.agent_info.info({"site": config.site, "observer": config.observer_name or socket.gethostname()})
     return metrics
 
@@ -192,14 +194,16 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
     chosen = _interfaces(config, read, interfaces)
     policy, _ = choose_policy(config, explicit_policy)
     local = LocalNetworks(policy.local_networks)
-    metrics = _agent_metrics(config)
+    health = Health()
+    metrics = _agent_metrics(config, health)
     enrichers = _enrichers(config, policy, metrics)
     captures = _captures(config, local, enrichers, metrics, read, chosen)
     kafka, topic = config.kafka, config.kafka.flows_topic
-    endpoint = MetricsEndpoint(config.metrics.listen)
+    endpoint = MetricsEndpoint(config.metrics.listen, health)
     if config.spool.path is None:  # no spool: Kafka must be there at start (exit 3 otherwise)
         publisher = KafkaPublisher(kafka, on_error=metrics.flow_publish_failed)
-        return AgentParts([enrichers, endpoint, Topics(kafka, [topic]), publisher], captures, metrics, topic, enrichers.reopen, publisher=publisher)
+        components = [enrichers, endpoint, Topics(kafka, [topic]), publisher]
+        return AgentParts(components, captures, metrics, topic, enrichers.reopen, health.check("kafka", starting="connecting"), publisher=publisher)
 
     async def connect() -> KafkaPublisher:  # its errors are the drainer's (kafka_unavailable_spooling)
         await Topics(kafka, [topic]).start()
@@ -209,7 +213,8 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
 
     spool = Spool(config.spool.path, config.spool.max_bytes, on_drop=metrics.spool_full_dropped_oldest)
     drainer = SpoolDrainer(spool, connect, topic, metrics)
-    return AgentParts([enrichers, endpoint, spool], captures, metrics, topic, enrichers.reopen, spool=spool, drainer=drainer)
+    accepting = health.check("spool", starting="opening")  # Kafka away is the drainer's to retry: the spool keeps accepting
+    return AgentParts([enrichers, endpoint, spool], captures, metrics, topic, enrichers.reopen, accepting, spool=spool, drainer=drainer)
 
 
 def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tuple[list[object], RulesStage, Callable[[], None]]:
@@ -221,14 +226,16 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
     kafka = config.kafka
     policy, policy_path = choose_policy(config, explicit_policy)
     metrics = RulesMetrics()
+    health = Health()
+    polling = health.check("kafka consumer", stale_after=POLL_STALE_SECONDS, starting="not polling yet", missing="no poll")
     publisher = KafkaPublisher(kafka, on_error=metrics.alert_publish_failed)  # alerts, dead letters, the baseline
-    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag, on_commit_refused=metrics.commit_refused)
+    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag, on_commit_refused=metrics.commit_refused, on_poll=polling.beat)
     state = BaselineState()
     gauges = BaselineMetrics(metrics, lambda: stage.evaluator)  # a reload replaces the evaluator
     baseline = BaselineTopic(kafka, state, publisher, on_change=gauges.refresh)
     sinks: list[Sink] = [MetricsSink(metrics), gauges, baseline, KafkaAlerts(publisher, kafka.alerts_topic)]
     topics = Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic, kafka.baseline_topic], compacted=[kafka.baseline_topic])
-    components: list[object] = [MetricsEndpoint(config.metrics.listen), topics, publisher, baseline]
+    components: list[object] = [MetricsEndpoint(config.metrics.listen, health), topics, publisher, baseline]
     if alerts_out is not None:
         lines = AlertLines(alerts_out)
         sinks.append(lines)
@@ -261,7 +268,8 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     chosen = _interfaces(config, read, interfaces)
     policy, policy_path = choose_policy(config, explicit_policy)
     local = LocalNetworks(policy.local_networks)
-    agent_metrics, rules_metrics = _agent_metrics(config), RulesMetrics()
+    health = Health()  # the captures' checks: the rules stage is in this process, alive while it is
+    agent_metrics, rules_metrics = _agent_metrics(config, health), RulesMetrics()
     enrichers = _enrichers(config, policy, agent_metrics)
     lines = AlertLines(alerts_out)
     state = BaselineState()
@@ -269,7 +277,7 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     sinks: list[Sink] = [MetricsSink(rules_metrics), BaselineMetrics(rules_metrics, lambda: stage.evaluator), lines]  # a reload replaces the evaluator
     bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics, _repeats(config))
     captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
-    components = [enrichers, *_baseline_file(config, state), MetricsEndpoint(config.metrics.listen), lines]
+    components = [enrichers, *_baseline_file(config, state), MetricsEndpoint(config.metrics.listen, health), lines]
     return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)
 
 

@@ -17,19 +17,23 @@ from `egress.compose`, so enrichers, the spool and the capture import no prometh
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, disable_created_metrics, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, disable_created_metrics, make_wsgi_app
 
 import structlog
 
 from egress import __version__
 from egress.enrich.brands import BRANDS
 from egress.errors import EgressError
+from egress.health import CAPTURE_STALE_SECONDS, INTERFACE_AWAY_SECONDS, Check, Health
 
 __all__ = ["AgentMetrics", "RulesMetrics", "BurstSampler", "MetricsEndpoint", "serve_metrics", "vendor_label"]
 
@@ -100,9 +104,10 @@ class AgentMetrics:
 
     ENRICHERS = ("device", "geoip")
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY, sampler: BurstSampler | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry = REGISTRY, sampler: BurstSampler | None = None, health: Health | None = None) -> None:
         _build_info(registry)
         self.registry = registry
+        self.health = health or Health()
         self._log = (sampler or BurstSampler()).log
         self.packets_captured = Counter("egress_packets_captured", "Packets that passed the capture filter", ["interface"], registry=registry)
         self.packets_dropped = Counter("egress_packets_dropped", "Packets the kernel or capture dropped", ["interface"], registry=registry)
@@ -116,6 +121,28 @@ class AgentMetrics:
         self.enrich_errors = Counter("egress_enrich_errors", "Enricher lookups that failed on bad input", ["enricher"], registry=registry)
         for enricher in self.ENRICHERS:
             self.enrich_errors.labels(enricher)  # exported as 0 from the start
+        self.last_packet = Gauge(
+            "egress_last_packet_timestamp_seconds", "Wall-clock time the capture last read a packet (set at most once a batch)", ["interface"], registry=registry
+        )
+        self.flows_evicted = Counter("egress_flows_evicted", "Flows exported early because the flow table held flows.max_flows", registry=registry)
+        self._flow_tables: list[Callable[[], int]] = []
+        flows_held = Gauge("egress_flow_table_flows", "Flows held in the flow tables (read when scraped)", registry=registry)
+        flows_held.set_function(lambda: sum(held() for held in self._flow_tables))
+
+    def count_flows_of(self, held: Callable[[], int]) -> None:
+        """Add a flow table's size to egress_flow_table_flows: read at each scrape, nothing
+        on the packet path (len() of the table's dict is atomic under the GIL)."""
+        self._flow_tables.append(held)
+
+    def packets_read(self, interface: str) -> None:
+        """egress_last_packet_timestamp_seconds{interface}: now (a pump calls it once per batch).
+        The series is born with the first packet: an interface that never had traffic has none,
+        so EgressCaptureSilent, which needs the series, ignores it."""
+        self.last_packet.labels(interface).set(time.time())
+
+    def capture_check(self, interface: str) -> Check:
+        """The /healthz check of a capture: its pump beats, its interface may go away."""
+        return self.health.check(f"capture {interface}", stale_after=CAPTURE_STALE_SECONDS, missing="no packet or tick")
 
     # -- events --------------------------------------------------------------------
     def capture_dropped(self, interface: str, packets: int) -> None:
@@ -131,9 +158,22 @@ class AgentMetrics:
             self._log("info", "capture_skipped", interface=interface, frames=frames)
 
     def capture_interrupted(self, interface: str, retry_in_seconds: float) -> None:
-        """The interface went away (dumpcap ended): the capture is retried."""
+        """The interface went away (dumpcap ended): the capture is retried, and /healthz
+        fails once it has been away for INTERFACE_AWAY_SECONDS."""
         self.capture_restarts.labels(interface).inc()
+        self.capture_check(interface).trouble("interface away, retrying", grace=INTERFACE_AWAY_SECONDS)
         self._log("warning", "capture_interrupted", interface=interface, retry_in_seconds=retry_in_seconds)
+
+    def capture_resumed(self, interface: str) -> None:
+        """The interface is back: its capture runs again."""
+        self.capture_check(interface).clear()
+        self._log("info", "capture_resumed", interface=interface)
+
+    def flow_table_full(self, interface: str, flows: int) -> None:
+        """The flow table of `interface` held flows.max_flows: its `flows` oldest went out early."""
+        if flows:
+            self.flows_evicted.inc(flows)
+            self._log("warning", "flow_table_full", interface=interface, flows_evicted=flows)
 
     def enrich_error(self, enricher: str, reason: str) -> None:
         """A lookup refused its input (a GeoIP address, a device MAC from a corrupt frame)."""
@@ -245,23 +285,54 @@ class RulesMetrics:
 
 
 class MetricsEndpoint:
-    """/metrics on `metrics.listen`, from `start()` to the end of the process."""
+    """/metrics and /healthz on `metrics.listen`, from `start()` to the end of the process."""
 
-    def __init__(self, listen: str) -> None:
+    def __init__(self, listen: str, health: Health) -> None:
         self._listen = listen
+        self._health = health
 
     def start(self) -> None:
         try:
-            address = serve_metrics(self._listen)
+            address = serve_metrics(self._listen, self._health)
         except OSError as exc:
             raise EgressError(f"metrics.listen {self._listen}: cannot listen: {exc.strerror}") from None
         log.info("metrics_listening", address=address)
 
 
-def serve_metrics(listen: str) -> str:
-    """Serve /metrics on `host:port` in a background thread; returns the bound address."""
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scraper never holds up the exit
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        """No access log: a scrape every 15 s is not news."""
+
+
+def _app(health: Health) -> Callable[..., Iterable[bytes]]:
+    """/healthz from `health`; /metrics (any other path, as prometheus_client serves it) from the registry."""
+    metrics = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/healthz":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        status, body = health.answer()
+        start_response("200 OK" if status == 200 else "503 Service Unavailable", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    return app
+
+
+def serve_metrics(listen: str, health: Health) -> str:
+    """Serve /metrics and /healthz on `host:port` in a background thread; returns the bound address."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    server, _thread = start_http_server(int(port), addr=host)
+    family = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = _Server6 if family == socket.AF_INET6 else _Server
+    server = make_server(host, int(port), _app(health), server_class, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="egress-metrics", daemon=True).start()
     bound_host, bound_port = server.server_address[:2]
     return f"{bound_host!s}:{bound_port}"

@@ -82,7 +82,7 @@ def test_max_flows_exports_the_oldest_early() -> None:
     for i in range(5):
         early += table.add(pkt(i, CAM, 50000 + i, "192.0.2.1", 443, flags=0x02))
     assert [r.source.port for r in early] == [50000, 50001]
-    assert len(table) == 3
+    assert len(table) == 3 and table.flows_evicted == 2
     assert len(list(table.flush())) == 3
 
 

@@ -8,6 +8,7 @@ import asyncio
 import io
 import struct
 import threading
+import time
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,28 @@ def test_analyze_counts_captured_packets_exported_flows_and_skipped_frames(tmp_p
     assert _value(metrics, "egress_packets_captured_total", interface=str(pcap)) == 2
     assert _value(metrics, "egress_flows_exported_total") == 1
     assert _value(metrics, "egress_build_info", version=__import__("egress").__version__) == 1
+
+
+def test_a_full_flow_table_counts_its_evictions_and_the_held_flows_are_read_at_scrape(tmp_path: Path) -> None:
+    """`analyze` of a capture with 14 flows and flows.max_flows 2: egress_flows_evicted_total
+    counts the flows exported early and `flow_table_full` logs them; egress_flow_table_flows
+    is 0 once the file is done (its table flushed) and egress_last_packet_timestamp_seconds
+    carries the wall-clock time of the read, under the capture's interface label."""
+    from tests.conftest import PCAPS
+
+    capture = PCAPS / "street-cctv-vlan20.pcap"
+    config = Config.model_validate({"flows": {"max_flows": 2}})
+    analysis = compose.analyze(config, default_policy(), [capture], Report("json", io.StringIO()))
+    before = time.time()
+    with capture_logs() as logs:
+        asyncio.run(in_process_main(analysis.parts))
+    metrics = analysis.parts.metrics
+    evicted = _value(metrics, "egress_flows_evicted_total")
+    assert 12 <= evicted <= analysis.flows - 2  # of 14 flows all but 2 went early (a flow evicted mid-way comes back as another); 2 were flushed at the end
+    assert sum(e["flows_evicted"] for e in _events(logs, "flow_table_full")) == evicted
+    assert _events(logs, "flow_table_full")[0]["interface"] == str(capture)
+    assert _value(metrics, "egress_flow_table_flows") == 0
+    assert before <= _value(metrics, "egress_last_packet_timestamp_seconds", interface=str(capture)) <= time.time()
 
 
 def test_frames_skipped_by_a_long_running_source_are_counted_as_they_grow() -> None:

@@ -292,15 +292,17 @@ class KafkaSubscriber:
 
     def __init__(
         self, cfg: KafkaConfig, topic: str, max_records: int = 2000, on_lag: Any = None,
-        on_commit_refused: Callable[[str, int], None] | None = None,
+        on_commit_refused: Callable[[str, int], None] | None = None, on_poll: Callable[[], None] | None = None,
     ) -> None:  # fmt: skip
         """`on_lag(topic, partition, records)` after each fetch, `records` None once the
         partition has moved to another member of the group; `on_commit_refused(reason,
-        partitions)` when the group refuses a commit (the telemetry event counts and logs it)."""
+        partitions)` when the group refuses a commit (the telemetry event counts and logs it);
+        `on_poll()` after each fetch, records or none (the /healthz heartbeat)."""
         self._cfg = cfg
         self._topic = topic
         self._on_lag = on_lag
         self._on_commit_refused = on_commit_refused
+        self._on_poll = on_poll
         self._lag_reported: set[TopicPartition] = set()
         self._consumer: AIOKafkaConsumer | None = None
         self._progress = _Progress()
@@ -328,6 +330,8 @@ class KafkaSubscriber:
         assert self._consumer is not None, "batches before start"
         while not self._stopping:
             data = await self._consumer.getmany(timeout_ms=500, max_records=self._max)
+            if self._on_poll is not None:
+                self._on_poll()
             if self._on_lag is not None:
                 self._report_lag(data)
             read = self._progress.read

@@ -6,7 +6,7 @@ and writes pcap to a pipe that `RotatingTshark` dissects. Every second without a
 packet yields None, a tick that lets the flow table expire idle flows on a quiet
 link. If the interface vanishes, dumpcap exits: `on_restart(retry_in_seconds)` is told
 (the telemetry event logs and counts it), and the capture is retried with a growing
-pause, while the flow table keeps its flows. `frames_skipped()` is the frames tshark
+pause, while the flow table keeps its flows; `on_resumed()` once it captures again. `frames_skipped()` is the frames tshark
 printed that were not IP or could not be read, over every dumpcap and tshark so far.
 Kernel drops are read every second from dumpcap's packet socket (kernelstats.py),
 the rest from dumpcap's figures when it ends. Every child gets SIGKILL if the agent
@@ -63,6 +63,7 @@ class LiveSource:
         chunk_packets: int = 100_000,
         on_drops: Callable[[int], None] | None = None,
         on_restart: Callable[[float], None] | None = None,
+        on_resumed: Callable[[], None] | None = None,
     ) -> None:
         self.interface = interface
         self._bpf = bpf
@@ -71,6 +72,7 @@ class LiveSource:
         self._chunk = chunk_packets
         self._on_drops = on_drops
         self._on_restart = on_restart
+        self._on_resumed = on_resumed
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watch: _DropWatch | None = None
@@ -141,6 +143,8 @@ class LiveSource:
                     return
                 try:
                     self._proc = self._open()
+                    if self._on_resumed is not None:
+                        self._on_resumed()
                     break
                 except EgressError as exc:
                     pause = min(pause * 2, 30.0)

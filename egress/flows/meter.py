@@ -55,6 +55,11 @@ class FlowMeter:
         self._chain.enrich(rec)
         self.flows_exported += 1
 
-    @property
     def open_flows(self) -> int:
+        """Flows the table holds now (egress_flow_table_flows reads it from the scrape's thread)."""
         return len(self._table)
+
+    @property
+    def flows_evicted(self) -> int:
+        """Flows exported early so far because the table held flows.max_flows."""
+        return self._table.flows_evicted

@@ -65,6 +65,7 @@ class FlowTable:
         self._clock = 0.0
         self._next_sweep = 0.0
         self.packets_out_of_scope = 0
+        self.flows_evicted = 0  # exported early: the table held max_flows
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -102,6 +103,7 @@ class FlowTable:
             if len(self._flows) > self._settings.max_flows:
                 _, oldest = self._flows.popitem(last=False)
                 out.append(self._export(oldest))
+                self.flows_evicted += 1
         else:
             self._flows.move_to_end(key)
         self._count(flow, pkt)

@@ -36,7 +36,9 @@ class CapturePump:
     """Runs `packets()` through a FlowMeter on its own thread; batches of messages come
     out of `queue`, then a final None once the source ended (or `stop()` was called).
     A None from the source is a tick: time passes without packets. `skipped()`: the
-    frames the source has skipped so far (not IP, unreadable), counted as they grow."""
+    frames the source has skipped so far (not IP, unreadable), counted as they grow.
+    Once per batch of packets or tick, not per packet: the capture's /healthz check
+    beats, egress_last_packet_timestamp_seconds moves, and the table's evictions count."""
 
     def __init__(
         self,
@@ -52,6 +54,7 @@ class CapturePump:
         self._packets = packets
         self._skipped = skipped
         self._skipped_counted = 0
+        self._evicted_counted = 0
         self._meter = meter
         self._metrics = metrics
         self._interface = interface
@@ -81,6 +84,8 @@ class CapturePump:
         captured = self._metrics.packets_captured.labels(self._interface)
         self._metrics.packets_dropped.labels(self._interface)  # exported as 0 from the start
         self._metrics.frames_skipped.labels(self._interface)
+        check = self._metrics.capture_check(self._interface)
+        check.beat()
         batch: list[Message] = []
         counted = 0
         last = last_count = time.monotonic()
@@ -94,9 +99,12 @@ class CapturePump:
                 for rec in records:
                     batch.append(flow_message(rec))
                 if counted >= _BATCH or pkt is None or (counted & 7 == 0 and time.monotonic() - last_count >= 1.0):
-                    captured.inc(counted)  # at least once a second on a slow link, not only every _BATCH packets
+                    if counted:
+                        captured.inc(counted)  # at least once a second on a slow link, not only every _BATCH packets
+                        self._metrics.packets_read(self._interface)
                     counted, last_count = 0, time.monotonic()
-                    self._count_skipped()
+                    check.beat()
+                    self._count_progress()
                 if batch:
                     now = time.monotonic()
                     if len(batch) >= _BATCH or now - last >= _HANDOFF_SECONDS:
@@ -106,9 +114,14 @@ class CapturePump:
                     break
         except BaseException as exc:  # handed to the event loop, which decides the exit code
             self.error = exc
+            check.trouble(" ".join(str(exc).split())[:200] or type(exc).__name__)
         finally:
-            captured.inc(counted)
-            self._count_skipped()
+            if counted:
+                captured.inc(counted)
+                self._metrics.packets_read(self._interface)
+            self._count_progress()
+            if self.error is None:
+                check.finish()
             try:
                 batch += [flow_message(rec) for rec in self._meter.flush()]
                 if batch:
@@ -116,11 +129,15 @@ class CapturePump:
             finally:
                 self._hand(None)
 
-    def _count_skipped(self) -> None:
+    def _count_progress(self) -> None:
+        """The frames skipped and the flows evicted since the last call, as events."""
         if self._skipped is not None:
             total = self._skipped()
             self._metrics.capture_skipped(self._interface, total - self._skipped_counted)
             self._skipped_counted = total
+        evicted = self._meter.flows_evicted
+        self._metrics.flow_table_full(self._interface, evicted - self._evicted_counted)
+        self._evicted_counted = evicted
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +162,8 @@ class Captures:
     def __init__(self, captures: Sequence[Capture], metrics: AgentMetrics) -> None:
         self._captures = tuple(captures)
         self._metrics = metrics
+        for capture in captures:
+            metrics.capture_check(capture.name)  # "starting" on /healthz from now, not from when its pump runs
         self._opened: list[Capture] = []
         self._pumps: list[CapturePump] = []
         self.queue: asyncio.Queue[list[Message] | None] = asyncio.Queue(maxsize=64)
@@ -161,6 +180,7 @@ class Captures:
             self._pumps.append(
                 CapturePump(capture.packets, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close, skipped=capture.skipped)
             )
+            self._metrics.count_flows_of(capture.meter.open_flows)
 
     def run(self) -> None:
         for pump in self._pumps:

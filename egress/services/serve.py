@@ -20,6 +20,7 @@ import structlog
 from egress.bus import Publisher
 from egress.bus.memory import MemoryBus
 from egress.bus.spool import Spool
+from egress.health import Check
 from egress.runtime import Lifecycle, SystemdNotifier, on_signals, settle_heap, spawn, trim_memory
 from egress.services.agent import Captures, SpoolDrainer, publish_loop, spool_loop
 from egress.services.rules import RulesStage
@@ -42,13 +43,15 @@ def _ready() -> SystemdNotifier:
 @dataclass(slots=True)
 class AgentParts:
     """`components`: started in order before the captures. With a spool, flows are written
-    to it and a drainer moves them to Kafka; without, `publisher` sends them directly."""
+    to it and a drainer moves them to Kafka; without, `publisher` sends them directly.
+    `accepting`: the /healthz check of where the flows go, passing once it is open."""
 
     components: Sequence[object]
     captures: Captures
     metrics: AgentMetrics
     topic: str
     reopen: Callable[[], None]
+    accepting: Check
     publisher: Publisher | None = None
     spool: Spool | None = None
     drainer: SpoolDrainer | None = None
@@ -57,6 +60,7 @@ class AgentParts:
 async def agent_main(parts: AgentParts) -> int:
     async with Lifecycle(parts.components):
         settle_heap()
+        parts.accepting.beat()  # the spool is open, or Kafka connected
         if parts.spool is None or parts.drainer is None:
             assert parts.publisher is not None
             return await _agent_direct(parts, parts.publisher)

@@ -39,6 +39,34 @@ def test_flows_expire_while_the_interface_is_away(lab: Lab, geoip: dict[str, Pat
     assert arrived, "the flow was exported only at SIGTERM: no idle expiry while the interface was away\n" + agent.log_text()
 
 
+def test_an_interface_away_then_back_stays_healthy_and_resumes(lab: Lab, geoip: dict[str, Path]) -> None:
+    """/healthz is 200 while the captured interface is away and retried (within its 5 minutes)
+    and after it is back; `capture_resumed` is logged once dumpcap captures on the new
+    interface, and its packets are counted and move egress_last_packet_timestamp_seconds."""
+    agent_ns, cam = lab.netns("agent"), lab.netns("camera")
+    cap, cam_if = lab.if_name("cap"), lab.if_name("cam")
+    camera_link(lab, agent_ns, cam, cap, cam_if)
+    agent = Egress(lab, agent_ns, [cap], geoip)
+    agent.wait_ready()
+    healthz = f"http://{agent.metrics_address}/healthz"
+    assert agent_ns.get(healthz) == '{"status":"ok"}\n'
+    send_udp(cam, 5001)
+    captured, last_packet = f'egress_packets_captured_total{{interface="{cap}"}}', f'egress_last_packet_timestamp_seconds{{interface="{cap}"}}'
+    assert wait_for(lambda: agent.metrics().get(captured, 0) >= 1, 10), agent.log_text()
+    agent_ns.ip("link", "del", cap)
+    agent.wait_event("capture_interrupted", timeout=15)
+    assert agent_ns.get(healthz) == '{"status":"ok"}\n'  # away, retried: not failing yet
+    first = agent.metrics()[last_packet]
+    camera_link(lab, agent_ns, cam, cap, cam_if)  # the interface is back
+    agent.wait_event("capture_resumed", timeout=60)
+    send_udp(cam, 5002)
+    assert wait_for(lambda: agent.metrics().get(captured, 0) >= 2, 10), agent.log_text()
+    assert agent.metrics()[last_packet] > first
+    assert agent_ns.get(healthz) == '{"status":"ok"}\n'
+    rc, _ = agent.terminate(timeout=10)
+    assert rc == 0
+
+
 def _flood_capture(path: Path, frames: int = 1000) -> None:
     from scapy.all import UDP, Ether, IP, wrpcap  # noqa: N811
 

@@ -137,6 +137,13 @@ class Alert:
     description: str = ""  # rule.description: the deny entry's, or what a built-in rule means
     device_name: str = ""  # device.name: the policy's inventory name of the device, if any
 
+    @property
+    def key(self) -> tuple[str, str, int, int, str]:
+        """(device, destination, transport, port, rule.id): alerts with one key say the same
+        thing (grouped in the analyst's views, held back as repeats by the services)."""
+        flow = self.flow
+        return (flow.device or flow.source.ip, flow.destination.ip, flow.transport, flow.destination.port, self.rule_id)
+
 
 @dataclass(slots=True)  # not frozen: one is made per flow, and a frozen init costs twice as much
 class Verdict:

@@ -248,20 +248,11 @@ class RulesMetrics:
         self._log("warning", "commit_refused", reason=reason[:200], partitions=partitions)
 
     def evaluated(self, site: str, group: str, verdict: str, n: int = 1) -> None:
-        """flows_evaluated with its children cached: `labels()` costs more than `inc()`."""
-        key = (site, group, verdict)
-        child = self._evaluated.get(key)
-        if child is None:
-            child = self._evaluated[key] = self.flows_evaluated.labels(*key)
-        child.inc(n)
+        _child(self.flows_evaluated, self._evaluated, (site, group, verdict)).inc(n)
 
     def alert_suppressed(self, site: str, group: str, category: str) -> None:
         """One repeat within alerts.repeat_after (no log line: repeats are the normal case)."""
-        key = (site, group, category)
-        child = self._suppressed.get(key)
-        if child is None:
-            child = self._suppressed[key] = self.alerts_suppressed.labels(*key)
-        child.inc()
+        _child(self.alerts_suppressed, self._suppressed, (site, group, category)).inc()
 
     def lag(self, topic: str, partition: int, records: int | None) -> None:
         """egress_consumer_lag_records of one partition; None removes it (reassigned)."""
@@ -282,6 +273,15 @@ class RulesMetrics:
             self.devices.labels(*old).dec()
         self.devices.labels(*labels).inc()
         self._device_labels[device] = labels
+
+
+def _child(counter: Counter, cache: dict[tuple[str, str, str], Any], labels: tuple[str, str, str]) -> Any:
+    """A counter's child for these labels, cached: `labels()` costs more than `inc()`, and
+    these run per batch of a rules consumer."""
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = counter.labels(*labels)
+    return child
 
 
 class MetricsEndpoint:

@@ -181,6 +181,11 @@ class _CachedPartitioner:
         return hit
 
 
+def _append(batch: Any, message: Message) -> bool:
+    """Into an aiokafka BatchBuilder; False when it is full (an empty one takes any message)."""
+    return batch.append(key=message.key, value=message.value, timestamp=None, headers=list(message.headers)) is not None
+
+
 class KafkaPublisher:
     """`send` queues a message; `flush` waits until all are acknowledged and raises the
     first delivery error, after `on_error(failed messages, first error)` (the telemetry
@@ -230,10 +235,10 @@ class KafkaPublisher:
         for partition, run in runs.items():
             batch = producer.create_batch()
             for message in run:
-                if batch.append(key=message.key, value=message.value, timestamp=None, headers=list(message.headers)) is None:
+                if not _append(batch, message):  # full: send it, and the message opens the next one
                     self._pending.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    batch.append(key=message.key, value=message.value, timestamp=None, headers=list(message.headers))
+                    _append(batch, message)
             self._pending.append(await producer.send_batch(batch, topic, partition=partition))
 
     async def flush(self) -> None:

@@ -13,22 +13,20 @@ from egress.model import Alert
 
 __all__ = ["RepeatFilter"]
 
-RepeatKey = tuple[str, str, int, int, str]
 _PRUNE_AT = 100_000  # entries before the old ones are looked for
 
 
 class RepeatFilter:
     def __init__(self, window: float) -> None:
         self._window = window
-        self._emitted: dict[RepeatKey, float] = {}  # key → flow start of the alert last emitted
+        self._emitted: dict[tuple[str, str, int, int, str], float] = {}  # key → flow start of the alert last emitted
         self._latest = 0.0
         self._prune_at = _PRUNE_AT
 
     def admit(self, alert: Alert) -> bool:
         """True: emit it (and remember when); False: a repeat within the window."""
-        flow = alert.flow
-        key = (flow.device or flow.source.ip, flow.destination.ip, flow.transport, flow.destination.port, alert.rule_id)
-        start = flow.start
+        key = alert.key
+        start = alert.flow.start
         last = self._emitted.get(key)
         if last is not None and abs(start - last) < self._window:
             return False

@@ -14,9 +14,6 @@ from egress.model import Alert
 
 __all__ = ["AlertGroup", "group_alerts"]
 
-GroupKey = tuple[str, str, int, int, str]  # device, destination ip, transport, port, rule.id
-
-
 @dataclass(slots=True)
 class AlertGroup:
     """The alerts of one (device, destination, port, rule); `first` holds the earliest one
@@ -55,12 +52,11 @@ class AlertGroup:
 
 def group_alerts(alerts: Iterable[Alert]) -> list[AlertGroup]:
     """The groups in order of their first alert (ties: rule, then device)."""
-    groups: dict[GroupKey, AlertGroup] = {}
+    groups: dict[tuple[str, str, int, int, str], AlertGroup] = {}
     for alert in alerts:
-        flow = alert.flow
-        key = (flow.device or flow.source.ip, flow.destination.ip, flow.transport, flow.destination.port, alert.rule_id)
+        key = alert.key
         group = groups.get(key)
         if group is None:
-            group = groups[key] = AlertGroup(alert, flow.start, flow.end)
+            group = groups[key] = AlertGroup(alert, alert.flow.start, alert.flow.end)
         group.add(alert)
     return sorted(groups.values(), key=lambda g: (g.first_seen, g.first.rule_id, g.first.flow.device or ""))

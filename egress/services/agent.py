@@ -120,14 +120,14 @@ class CapturePump:
                 captured.inc(counted)
                 self._metrics.packets_read(self._interface)
             self._count_progress()
-            if self.error is None:
-                check.finish()
             try:
                 batch += [flow_message(rec) for rec in self._meter.flush()]
                 if batch:
                     self._hand(batch)
             finally:
                 self._hand(None)
+            if self.error is None:  # done once the flows it held are handed on, not before
+                check.finish()
 
     def _count_progress(self) -> None:
         """The frames skipped and the flows evicted since the last call, as events."""

@@ -116,12 +116,12 @@ def _file_capture(
     """One capture file through its own flow table. For `analyze` (`analysis` given) a file
     that cannot be read is kept in its input_errors and the next file goes on, and what was
     read is added up; for `--read` the error ends the command (exit 2)."""
-    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, progress=progress)
+    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, dissect=config.capture.dissect, progress=progress)
     meter = _meter(config, local, enrichers)
 
-    def packets() -> Iterator[Packet | None]:
+    def batches() -> Iterator[list[Packet] | None]:
         try:
-            yield from source.packets()
+            yield from source.batches()
         except InputError as exc:
             if analysis is None:
                 raise
@@ -138,7 +138,7 @@ def _file_capture(
         if analysis is not None:
             log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
 
-    return Capture("pcap" if analysis is None else str(path), packets, meter, skipped=lambda: source.report.frames_skipped)
+    return Capture("pcap" if analysis is None else str(path), batches, meter, skipped=lambda: source.report.frames_skipped)
 
 
 def check_inputs(files: Sequence[Path]) -> None:
@@ -173,12 +173,12 @@ def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metric
     captures = []
     for interface in interfaces:
         source = LiveSource(
-            interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets,
+            interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets, dissect=config.capture.dissect,
             on_drops=functools.partial(metrics.capture_dropped, interface), on_restart=functools.partial(metrics.capture_interrupted, interface),
             on_resumed=functools.partial(metrics.capture_resumed, interface),
         )  # fmt: skip
         meter = _meter(config, local, enrichers)
-        captures.append(Capture(interface, source.packets, meter, open=source.start, close=source.stop, skipped=source.frames_skipped))
+        captures.append(Capture(interface, source.batches, meter, open=source.start, close=source.stop, skipped=source.frames_skipped))
     return Captures(captures, metrics)
 
 

@@ -62,6 +62,7 @@ class CaptureConfig(_Section):
     bpf: str = ""
     snaplen: int = Field(512, ge=64, le=262144)
     chunk_packets: int = Field(100_000, ge=1000)  # tshark is replaced after this many packets
+    dissect: Literal["names", "all"] = "names"  # which packets tshark dissects: those that may carry a name, or all
 
     @field_validator("bpf")
     @classmethod

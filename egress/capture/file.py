@@ -2,7 +2,7 @@
 
 The fast route: Python streams the file into `tcpdump -r -`, whose libpcap applies
 the built-in BPF filter (see `prefilter`) and writes the surviving packets as pcap;
-`RotatingTshark` dissects them. Bytes handed to tcpdump give the progress bar.
+`PacketStream` reads them (headers in Python, names by tshark). Bytes handed to tcpdump give the progress bar.
 Files libpcap cannot read or filter (link types without VLAN support, formats only
 Wireshark knows) go to tshark whole, slower but with the same results, because the
 flow table applies the filter's rule again. A pipe can be read only once: it gets the
@@ -19,6 +19,7 @@ import stat
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import structlog
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_ORDERS, PCAPNG_HEADER_BYTES, PCAPNG_MAGIC, pcap_magic
 from egress.capture.prefilter import build_filter
 from egress.capture.process import EXIT_SECONDS, reap, spawn
-from egress.capture.rotation import RotatingTshark
+from egress.capture.stream import Dissect, PacketStream
 from egress.capture.tshark import LineStats, parse_line, tshark_argv, tshark_path
 from egress.errors import InputError
 from egress.localnet import IPNetwork
@@ -43,6 +44,11 @@ _HEADER_MIN = max(PCAP_HEADER_BYTES, PCAPNG_HEADER_BYTES)  # read to check a fil
 _ETHERNET = 1
 _DAMAGED = ("damaged or corrupt", "bogus", "invalid packet", "bigger than snaplen", "block length", "not a multiple")
 _NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
+# tcpdump reads and writes through stdio's 4 KiB buffers: 30,000 pipe writes for 120 MB, each
+# one a wake-up of the reading thread (and a wait for Python's GIL). 1 MiB buffers: ~120.
+_STDBUF = shutil.which("stdbuf")
+_LARGE_STDIO: tuple[str, ...] = (_STDBUF, "-i1M", "-o1M") if _STDBUF else ()
+_WHOLE_BATCH = 1024  # packets handed on at a time from tshark reading a whole file
 _CUT_SHORT = ("cut short", "truncated dump file", "truncated")
 
 
@@ -52,6 +58,7 @@ class FileReport:
 
     path: Path
     packets: int = 0
+    dissected: int = 0  # packets tshark dissected (the rest were read by their headers)
     frames_skipped: int = 0
     prefiltered: bool = False
     truncated: bool = False
@@ -68,6 +75,7 @@ class FileSource:
         bpf_untagged: str,
         *,
         chunk_packets: int = 100_000,
+        dissect: Dissect = "names",
         progress: Callable[[int], None] | None = None,
         prefilter: bool = True,
     ) -> None:
@@ -76,6 +84,7 @@ class FileSource:
         self._bpf = bpf
         self._bpf_untagged = bpf_untagged
         self._chunk = chunk_packets
+        self._dissect: Dissect = dissect
         self._progress = progress
         self.report = FileReport(path)
         self._pipe = False
@@ -139,6 +148,12 @@ class FileSource:
         return self.path.stat().st_size >= declared
 
     def packets(self) -> Iterator[Packet]:
+        """One packet at a time (tests, tools); the pipeline reads `batches()`."""
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[Packet]]:
+        """The file's packets in order, some thousands at a time."""
         self._head = self._open()
         try:
             if not self._check_readable(self._head):
@@ -152,7 +167,7 @@ class FileSource:
                 f"{self.path}: no IP packet in {self.report.frames_skipped} frames (a link type or protocol egress does not decode)"
             )
 
-    def _read(self) -> Iterator[Packet]:
+    def _read(self) -> Iterator[list[Packet]]:
         tcpdump = shutil.which("tcpdump") if self._use_prefilter else None
         if self._pipe:
             yield from self._pipe_once(tcpdump)
@@ -165,7 +180,7 @@ class FileSource:
                     return
         yield from self._whole_file()
 
-    def _pipe_once(self, tcpdump: str | None) -> Iterator[Packet]:
+    def _pipe_once(self, tcpdump: str | None) -> Iterator[list[Packet]]:
         """One pass only: libpcap's filter (chosen by the link type), or a one-line refusal;
         no second attempt could read the pipe again."""
         stream = None
@@ -178,9 +193,15 @@ class FileSource:
         yield from stream
 
     # -- prefiltered route ---------------------------------------------------------
-    def _try_prefilter(self, tcpdump: str, bpf: str) -> Iterator[Packet] | None:
-        proc = spawn([tcpdump, "-r", "-", "-w", "-", "--", bpf])
-        feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
+    def _try_prefilter(self, tcpdump: str, bpf: str) -> Iterator[list[Packet]] | None:
+        """tcpdump reads a file itself (its read position is the progress) and a pipe from
+        a thread here; None where it refused the file or the filter."""
+        if self._pipe:
+            proc = spawn([*_LARGE_STDIO, tcpdump, "-r", "-", "-w", "-", "--", bpf])
+            feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
+        else:
+            proc = spawn([*_LARGE_STDIO, tcpdump, "-r", str(self.path), "-w", "-", "--", bpf], stdin=subprocess.DEVNULL)
+            feeder = threading.Thread(target=self._watch_progress, args=(proc,), name="egress-file-progress", daemon=True)
         feeder.start()
         assert proc.stdout is not None and proc.stderr is not None
         head = proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] if hasattr(proc.stdout, "peek") else b""
@@ -195,14 +216,32 @@ class FileSource:
         return self._prefiltered(proc, feeder)
 
     def _chunks(self) -> Iterator[bytes]:
-        if self._stream is not None:  # a pipe: what was read to check it, then the rest
-            yield self._head
-            while chunk := self._stream.read1(1 << 20):
-                yield chunk
-            return
-        with self.path.open("rb") as fh:
-            while chunk := fh.read(1 << 20):
-                yield chunk
+        """A pipe: what was read to check it, then the rest."""
+        assert self._stream is not None
+        yield self._head
+        while chunk := self._stream.read1(1 << 20):
+            yield chunk
+
+    def _watch_progress(self, proc: subprocess.Popen[bytes]) -> None:
+        """Report how far tcpdump has read the file, from its file descriptor's position
+        (/proc/PID/fdinfo), until it exits; the rest at the end."""
+        done = 0
+        fdinfo = _fdinfo_of(proc.pid, self.path) if self._progress is not None else None
+        while proc.poll() is None:
+            if fdinfo is not None and self._progress is not None:
+                try:
+                    pos = int(fdinfo.read_text().split()[1])  # "pos:\t<offset>"
+                except (OSError, ValueError, IndexError):
+                    fdinfo = None
+                    continue
+                if pos > done:
+                    self._progress(pos - done)
+                    done = pos
+            time.sleep(0.2)
+        if self._progress is not None:
+            size = self.path.stat().st_size
+            if size > done:
+                self._progress(size - done)
 
     def _feed(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None
@@ -219,15 +258,15 @@ class FileSource:
             except BrokenPipeError:
                 pass
 
-    def _prefiltered(self, proc: subprocess.Popen[bytes], feeder: threading.Thread) -> Iterator[Packet]:
+    def _prefiltered(self, proc: subprocess.Popen[bytes], feeder: threading.Thread) -> Iterator[list[Packet]]:
         assert proc.stdout is not None and proc.stderr is not None
         tshark = tshark_path()
-        rot = RotatingTshark(proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, name=str(self.path))
+        rot = PacketStream(proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, name=str(self.path), dissect=self._dissect)
         finished = False
         try:
-            for pkt in rot.packets():
-                if pkt is not None:  # a file's stream never pauses: no ticks
-                    yield pkt
+            for batch in rot.batches():
+                if batch is not None:  # a file's stream never pauses: no ticks
+                    yield batch
             finished = True
         finally:
             reap(proc, wait_seconds=EXIT_SECONDS if finished else 0.0)  # stopped early: leave no tcpdump behind
@@ -236,6 +275,7 @@ class FileSource:
             proc.stdout.close()
             proc.stderr.close()
         self.report.packets += rot.stats.packets
+        self.report.dissected += rot.to_tshark
         self.report.frames_skipped += rot.stats.non_ip + rot.stats.bad
         # tcpdump's own errors start "tcpdump:"; other lines ("reading from file", "Warning:
         # setgid/setuid failed" when it cannot drop privileges it does not have) are not damage
@@ -248,16 +288,22 @@ class FileSource:
             self.report.warnings.append(f"{self.path}: tshark: {line}")
 
     # -- whole-file route ------------------------------------------------------------
-    def _whole_file(self) -> Iterator[Packet]:
+    def _whole_file(self) -> Iterator[list[Packet]]:
         stats = LineStats()
         proc = spawn(tshark_argv(tshark_path(), str(self.path)), stdin=subprocess.DEVNULL)
         assert proc.stdout is not None and proc.stderr is not None
         finished = False
         try:
+            batch: list[Packet] = []
             for raw in proc.stdout:
                 pkt = parse_line(raw.decode("utf-8", "replace"), stats)
                 if pkt is not None:
-                    yield pkt
+                    batch.append(pkt)
+                    if len(batch) >= _WHOLE_BATCH:
+                        yield batch
+                        batch = []
+            if batch:
+                yield batch
             finished = True
         finally:
             reap(proc, wait_seconds=EXIT_SECONDS if finished else 0.0)  # stopped early: leave no tshark behind
@@ -267,6 +313,7 @@ class FileSource:
         if self._progress is not None:
             self._progress(self.path.stat().st_size)
         self.report.packets += stats.packets
+        self.report.dissected += stats.packets + stats.non_ip + stats.bad
         self.report.frames_skipped += stats.non_ip + stats.bad
         if proc.returncode != 0:
             reason = _last_line(err)
@@ -289,6 +336,21 @@ class FileSource:
         if not self.report.truncated:
             self.report.truncated = True
             self.report.warnings.append(f"{self.path}: capture cut short; analysed up to the cut")
+
+
+def _fdinfo_of(pid: int, path: Path) -> Path | None:
+    """/proc/PID/fdinfo/N of the descriptor on which process `pid` has `path` open (it may
+    take a moment to open it), or None where /proc does not tell."""
+    target = os.path.realpath(path)
+    for _ in range(25):
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                if os.path.realpath(fd) == target:
+                    return Path(f"/proc/{pid}/fdinfo/{fd.name}")
+        except OSError:
+            return None
+        time.sleep(0.02)
+    return None
 
 
 def _pcap_linktype(head: bytes) -> int | None:

@@ -2,7 +2,7 @@
 
 dumpcap (Wireshark's capture engine, the one pyshark and tshark use) captures with
 the built-in BPF filter in the kernel, so intra-site video never reaches user space,
-and writes pcap to a pipe that `RotatingTshark` dissects. Every second without a
+and writes pcap to a pipe that `PacketStream` reads (headers in Python, names by tshark). Every second without a
 packet yields None, a tick that lets the flow table expire idle flows on a quiet
 link. If the interface vanishes, dumpcap exits: `on_restart(retry_in_seconds)` is told
 (the telemetry event logs and counts it), and the capture is retried with a growing
@@ -30,7 +30,7 @@ import structlog
 from egress.capture.kernelstats import KernelDrops
 from egress.capture.pcapfile import PCAP_HEADER_BYTES
 from egress.capture.process import EXIT_SECONDS, reap, spawn
-from egress.capture.rotation import RotatingTshark
+from egress.capture.stream import Dissect, PacketStream, one_at_a_time
 from egress.capture.tshark import tshark_argv, tshark_path
 from egress.errors import DependencyMissing, EgressError, UsageError
 from egress.model import Packet
@@ -61,6 +61,7 @@ class LiveSource:
         snaplen: int = 512,
         buffer_mib: int = 64,
         chunk_packets: int = 100_000,
+        dissect: Dissect = "names",
         on_drops: Callable[[int], None] | None = None,
         on_restart: Callable[[float], None] | None = None,
         on_resumed: Callable[[], None] | None = None,
@@ -70,13 +71,14 @@ class LiveSource:
         self._snaplen = snaplen
         self._buffer = buffer_mib
         self._chunk = chunk_packets
+        self._dissect: Dissect = dissect
         self._on_drops = on_drops
         self._on_restart = on_restart
         self._on_resumed = on_resumed
         self._stop = threading.Event()
         self._proc: subprocess.Popen[bytes] | None = None
         self._watch: _DropWatch | None = None
-        self._rot: RotatingTshark | None = None
+        self._rot: PacketStream | None = None
         self._skipped_before = 0  # by the tsharks of earlier dumpcaps
 
     def argv(self) -> list[str]:
@@ -108,18 +110,24 @@ class LiveSource:
         return self._skipped_before + (rot.stats.non_ip + rot.stats.bad if rot is not None else 0)
 
     def packets(self) -> Iterator[Packet | None]:
+        """One packet at a time (None for a tick); the pipeline reads `batches()`."""
+        return one_at_a_time(self.batches())
+
+    def batches(self) -> Iterator[list[Packet] | None]:
+        """The interface's packets as they come, a read's worth at a time; None once a
+        quiet second has passed (a tick)."""
         pause = 1.0
         tshark = tshark_path()
         while not self._stop.is_set():
             proc = self._proc or self._open()
             self._proc = proc
             assert proc.stdout is not None and proc.stderr is not None
-            rot = self._rot = RotatingTshark(
-                proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk,
+            rot = self._rot = PacketStream(
+                proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, dissect=self._dissect,
                 name=self.interface, interface=self.interface, tick_seconds=1.0,
             )  # fmt: skip
             try:
-                yield from rot.packets()
+                yield from rot.batches()
             finally:
                 self._skipped_before, self._rot = self.frames_skipped(), None
                 reap(proc, grace_seconds=EXIT_SECONDS)  # SIGTERM: dumpcap prints its drop figures

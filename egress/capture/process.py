@@ -27,7 +27,7 @@ def die_with_parent() -> None:
 def spawn(argv: list[str], stdin: int = subprocess.PIPE, *, tie_to_thread: bool = True) -> subprocess.Popen[bytes]:
     """Start a child with pipes. The kernel's parent-death signal follows the *thread* that
     spawned the child, so a child started by a short-lived thread (the tsharks of
-    `RotatingTshark`) passes `tie_to_thread=False`: it ends when its stdin pipe closes,
+    `PacketStream`) passes `tie_to_thread=False`: it ends when its stdin pipe closes,
     which happens when egress dies."""
     env = dict(os.environ)
     env.setdefault("HOME", "/tmp")  # tshark reads preference files under $HOME; a service user may have none

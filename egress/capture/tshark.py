@@ -83,6 +83,9 @@ def tshark_argv(tshark: str, source: str = "-") -> list[str]:
     fmt = ",".join(f'"{title}","%Cus:{fld}:{occ}:U"' for title, fld, occ in COLUMNS)
     argv = [tshark, "-n", "-l", "-r", source, "-T", "tabs", "-o", f"gui.column.format:{fmt}"]
     argv += ["-o", "tcp.analyze_sequence_numbers:FALSE", "-o", "tcp.calculate_timestamps:FALSE"]
+    # A request's Host is reported with its headers, not held until its body has passed:
+    # the header segments are all that `capture.stream` sends tshark of an upload.
+    argv += ["-o", "http.desegment_body:FALSE"]
     argv += ["--disable-protocol", "ALL"]
     for proto in PROTOCOLS:
         argv += ["--enable-protocol", proto]

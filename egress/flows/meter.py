@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 
 from egress.config import Config
 from egress.enrich import EnricherChain
@@ -32,8 +33,21 @@ class FlowMeter:
         return cls(table, chain, config.site, config.observer_name or hostname, hostname)
 
     def add(self, pkt: Packet) -> list[FlowRecord]:
-        self._chain.observe(pkt)
-        out = self._table.add(pkt)
+        return self.add_many((pkt,))
+
+    def add_many(self, packets: Sequence[Packet]) -> list[FlowRecord]:
+        """Packets in capture order. A packet that names a destination is observed just
+        before it is counted, so a flow exported before it never gets its name."""
+        out: list[FlowRecord] = []
+        add, observe = self._table.add_many, self._chain.observe
+        start = 0
+        for index, pkt in enumerate(packets):
+            if pkt.dns is not None or pkt.server_name is not None:
+                if index > start:
+                    out += add(packets[start:index])
+                observe(pkt)
+                start = index
+        out += add(packets[start:] if start else packets)
         for rec in out:
             self._finish(rec)
         return out

@@ -33,8 +33,8 @@ _HANDOFF_SECONDS = 0.5
 
 
 class CapturePump:
-    """Runs `packets()` through a FlowMeter on its own thread; batches of messages come
-    out of `queue`, then a final None once the source ended (or `stop()` was called).
+    """Runs `batches()` of packets through a FlowMeter on its own thread; batches of messages
+    come out of `queue`, then a final None once the source ended (or `stop()` was called).
     A None from the source is a tick: time passes without packets. `skipped()`: the
     frames the source has skipped so far (not IP, unreadable), counted as they grow.
     Once per batch of packets or tick, not per packet: the capture's /healthz check
@@ -42,7 +42,7 @@ class CapturePump:
 
     def __init__(
         self,
-        packets: Callable[[], Iterator[Packet | None]],
+        batches: Callable[[], Iterator[list[Packet] | None]],
         meter: FlowMeter,
         metrics: AgentMetrics,
         interface: str,
@@ -51,7 +51,7 @@ class CapturePump:
         on_stop: Callable[[], None] | None = None,
         skipped: Callable[[], int] | None = None,
     ) -> None:
-        self._packets = packets
+        self._batches = batches
         self._skipped = skipped
         self._skipped_counted = 0
         self._evicted_counted = 0
@@ -90,15 +90,15 @@ class CapturePump:
         counted = 0
         last = last_count = time.monotonic()
         try:
-            for pkt in self._packets():
-                if pkt is None:  # a quiet second on a live link
+            for packets in self._batches():
+                if packets is None:  # a quiet second on a live link
                     records = self._meter.tick(time.time())
                 else:
-                    counted += 1
-                    records = self._meter.add(pkt)
+                    counted += len(packets)
+                    records = self._meter.add_many(packets)
                 for rec in records:
                     batch.append(flow_message(rec))
-                if counted >= _BATCH or pkt is None or (counted & 7 == 0 and time.monotonic() - last_count >= 1.0):
+                if counted >= _BATCH or packets is None or time.monotonic() - last_count >= 1.0:
                     if counted:
                         captured.inc(counted)  # at least once a second on a slow link, not only every _BATCH packets
                         self._metrics.packets_read(self._interface)
@@ -147,7 +147,7 @@ class Capture:
     the source skipped so far (egress_frames_skipped_total)."""
 
     name: str
-    packets: Callable[[], Iterator[Packet | None]]
+    batches: Callable[[], Iterator[list[Packet] | None]]
     meter: FlowMeter
     open: Callable[[], None] | None = None
     close: Callable[[], None] | None = None
@@ -178,7 +178,7 @@ class Captures:
                 capture.open()
             self._opened.append(capture)
             self._pumps.append(
-                CapturePump(capture.packets, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close, skipped=capture.skipped)
+                CapturePump(capture.batches, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close, skipped=capture.skipped)
             )
             self._metrics.count_flows_of(capture.meter.open_flows)
 

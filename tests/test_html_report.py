@@ -69,7 +69,8 @@ def test_timeline_keeps_the_top_keys_and_adds_up_the_rest() -> None:
     for key, amount in (("a", 5), ("b", 50), ("c", 1), ("d", 2)):
         timeline.add(key, T0, amount)
     series = timeline.series(top=2, other="others")
-    assert series.lines == (("b", (50,)), ("a", (5,)), ("others", (3,)))
+    assert series.lines == (("b", (50,)), ("a", (5,)), ("others", (3,))) and series.other == "others"
+    assert timeline.series(top=4, other="others").other == ""
 
 
 def test_overview_makes_device_rows_links_and_countries() -> None:

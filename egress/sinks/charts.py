@@ -24,6 +24,8 @@ VERDICT_COLOURS = {
     "learning": "rgba(52,152,219,0.35)", "baseline": "rgba(52,152,219,0.35)", "allowed": "rgba(39,174,96,0.35)",
 }  # fmt: skip
 _DEVICE, _COVERED, _DESTINATION, _COUNTRY = "#34495e", "#c0392b", "#7f8c8d", "#2c3e50"
+_OTHER = "#b0b7bf"  # the line that adds up the rest
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#ad494a"]  # 12 apart: the top 12
 _FONT = {"family": "system-ui, -apple-system, 'Segoe UI', sans-serif", "size": 12}
 _MARGIN = {"l": 60, "r": 20, "t": 40, "b": 50}
 
@@ -133,10 +135,11 @@ def stacked(series: Series, title: str, unit: str, labels: Mapping[str, str] | N
     x = [plot_time(ts) for ts in series.starts]
     data = [
         {"type": "bar", "name": _text((labels or {}).get(key, key)), "x": x, "y": list(counts),
-         "hovertemplate": f"%{{x}} UTC<br>%{{y:,d}} {unit}<extra>%{{fullData.name}}</extra>"}
+         "hovertemplate": f"%{{x}} UTC<br>%{{y:,d}} {unit}<extra>%{{fullData.name}}</extra>",
+         **({"marker": {"color": _OTHER}} if series.other and key == series.other else {})}
         for key, counts in series.lines
     ]  # fmt: skip
-    layout = _layout(f"{title} (per {_per(series.width)}, UTC)", barmode="stack", bargap=0.1, height=380, legend={"orientation": "h", "y": -0.2},
+    layout = _layout(f"{title} (per {_per(series.width)}, UTC)", barmode="stack", colorway=_PALETTE, bargap=0.1, height=380, legend={"orientation": "h", "y": -0.2},
                      xaxis={"type": "date"}, yaxis={"title": {"text": unit}, "rangemode": "tozero"})  # fmt: skip
     return {"data": data, "layout": layout}
 

@@ -75,6 +75,7 @@ class Series:
     width: int
     starts: tuple[float, ...]
     lines: tuple[tuple[str, tuple[int, ...]], ...]
+    other: str = ""  # the key of the last line where it adds up the keys past the top ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Timeline:
         lines = [(key, tuple(buckets.get(i, 0) for i in span)) for key, buckets in ranked[:top]]
         if rest := ranked[top:]:
             lines.append((other, tuple(sum(b.get(i, 0) for _, b in rest) for i in span)))
-        return Series(self.width, tuple(float(i * self.width) for i in span), tuple(lines))
+        return Series(self.width, tuple(float(i * self.width) for i in span), tuple(lines), other if rest else "")
 
 
 @dataclass(slots=True)

@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"egress {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("analyze", help="analyse recorded captures offline", description="Offline analysis: capture files in, alerts and a summary out.")
+    p = sub.add_parser("analyze", help="analyse recorded captures offline", description="Offline analysis: capture files in, alerts and a summary out (a table, NDJSON, CSV, or a self-contained HTML report).")
     p.add_argument("pcaps", nargs="+", type=Path, metavar="PCAP")
     p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
                    help="json: one ECS alert record per line (NDJSON); html: a self-contained page (charts, devices, alerts with filters) that loads nothing from anywhere")  # fmt: skip

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from egress.model import TCP, Alert, Endpoint, FlowRecord, Verdict
+from egress.sinks import charts
 from egress.sinks import overview as overview_module
 from egress.sinks.grouped import group_alerts
 from egress.sinks.html import RunInfo, render_html
-from egress.sinks.overview import MAX_BUCKETS, DeviceRow, Overview, Timeline
+from egress.sinks.overview import MAX_BUCKETS, DeviceRow, Link, Overview, Timeline
 from egress.sinks.report import Report
 from tests.conftest import PCAPS, POLICY, ndjson, run_egress
 
@@ -111,6 +113,19 @@ def test_inbound_and_lan_flows_count_for_the_device_but_not_as_egress() -> None:
     assert data.devices[0].bytes_out == 100 and not data.links and not data.countries and data.bytes_out.lines == ()
 
 
+def test_sankey_bands_merged_past_the_top_destinations_keep_the_worst_verdict() -> None:
+    """Destinations past the top ones are one node; the band to it is coloured by the worst
+    verdict of what it merges, and carries both flows and bytes (the buttons switch)."""
+    links = [Link("cam", "a.example", "GB", 900, 3, "allowed"), Link("cam", "b.example", "CN", 10, 1, "denied"), Link("cam", "c.example", "DE", 5, 2, "unexpected")]
+    trace = charts.sankey(links, {"cam": DeviceRow("cam", covered=True)}, top_destinations=1)["data"][0]
+    assert trace["node"]["label"] == ["cam", "a.example", "GB United Kingdom", "other destinations", "CN China", "DE Germany"]
+    assert trace["node"]["color"][0] == "#c0392b"  # covered vendor
+    band = next(i for i, (s, t) in enumerate(zip(trace["link"]["source"], trace["link"]["target"])) if (s, t) == (0, 3))
+    assert trace["link"]["color"][band] == charts.VERDICT_COLOURS["denied"] and trace["link"]["value"][band] == 3
+    bytes_view = charts.sankey(links, {}, top_destinations=1)["layout"]["updatemenus"][0]["buttons"][1]["args"][0]
+    assert bytes_view["link.value"][0][band] == 15
+
+
 def test_page_is_self_contained() -> None:
     """Every script and style is inline: no src=, no <link>, no @import or url(), no address
     outside plotly.js itself; the page forbids any load by its Content-Security-Policy."""
@@ -190,6 +205,9 @@ def test_format_html_to_a_file_and_report_beside_the_table(geoip: dict[str, Path
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and page.read_text().startswith("<!DOCTYPE html>") and "44-19-B6-00-00-77" in page.read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert page.stat().st_mode & 0o777 == 0o666 & ~umask  # as `> report.html` would make it
     beside = tmp_path / "beside.html"
     proc = run_egress("analyze", SAMPLE, *_geo(geoip), "--report", beside)
     assert proc.returncode == 0 and "Devices by vendor: Hikvision 1, Uniview 1" in proc.stdout

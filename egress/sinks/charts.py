@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from egress.sinks.overview import OTHER_DESTINATIONS, CountryRow, DeviceRow, Link, Series
+from egress.sinks.overview import OTHER_DESTINATIONS, VERDICT_RANK, CountryRow, DeviceRow, Link, Series
 
 __all__ = ["sankey", "stacked", "countries", "device_label", "country_label", "plot_time", "VERDICT_COLOURS"]
 
@@ -83,7 +83,6 @@ def sankey(links: Sequence[Link], devices: Mapping[str, DeviceRow], *, top_devic
         return nodes[kind, key]
 
     edges: dict[tuple[int, int], list[Any]] = {}  # (source, target) -> [flows, bytes, worst verdict]
-    order = list(VERDICT_COLOURS)
     for link in links:
         row = devices.get(link.device)
         if link.device in kept_devices:
@@ -98,7 +97,7 @@ def sankey(links: Sequence[Link], devices: Mapping[str, DeviceRow], *, top_devic
             entry = edges.setdefault(pair, [0, 0, verdict])
             entry[0] += link.flows
             entry[1] += link.bytes_out
-            if verdict and order.index(verdict) < order.index(entry[2]):
+            if verdict and VERDICT_RANK.get(verdict, 0) > VERDICT_RANK.get(entry[2], 0):
                 entry[2] = verdict
     values = {unit: [e[i] for e in edges.values()] for i, unit in enumerate(("flows", "bytes out"))}
 

@@ -10,10 +10,11 @@ is opened and written as it is."""
 
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -44,14 +45,15 @@ class ReportFile:
         try:
             mode = path.stat().st_mode if path.exists() else None
             if mode is not None and stat.S_ISDIR(mode):
-                raise IsADirectoryError(21, os.strerror(21))
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
             if mode is not None and not stat.S_ISREG(mode):  # a FIFO, a device: written as it is
                 self.stream = path.open("w", encoding="utf-8")
                 return self
-            fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask applies, as to `> F`
         except OSError as exc:
             raise UsageError(f"{path}: cannot write the {self._what}: {exc.strerror}") from None
-        self._tmp = Path(name)
+        self._tmp = tmp
         self.stream = os.fdopen(fd, "w", encoding="utf-8")
         return self
 
@@ -62,7 +64,6 @@ class ReportFile:
             return
         self.stream.close()
         try:
-            self._tmp.chmod(0o666 & ~_umask())
             os.replace(self._tmp, self._path)
         except OSError as exc:
             raise UsageError(f"{self._path}: cannot write the {self._what}: {exc.strerror}") from None
@@ -75,9 +76,3 @@ class ReportFile:
         if self._tmp is not None:  # not committed
             self._tmp.unlink(missing_ok=True)
 
-
-def _umask() -> int:
-    """The process's umask (mkstemp makes files 0600; a report is as readable as `> F` makes it)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

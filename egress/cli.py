@@ -15,7 +15,7 @@ import structlog
 
 from egress import __version__
 from egress.config import DEFAULT_CONFIG_PATH, Config, ResolvedConfig, resolve_config
-from egress.errors import EXIT_ALERTS, EXIT_OK, EgressError, InputError
+from egress.errors import EXIT_ALERTS, EXIT_OK, EgressError, InputError, UsageError
 from egress.logs import configure
 
 __all__ = ["main", "build_parser"]
@@ -48,9 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"egress {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("analyze", help="analyse recorded captures offline", description="Offline analysis: capture files in, alerts and a summary out.")
+    p = sub.add_parser("analyze", help="analyse recorded captures offline", description="Offline analysis: capture files in, alerts and a summary out (a table, NDJSON, CSV, or a self-contained HTML report).")
     p.add_argument("pcaps", nargs="+", type=Path, metavar="PCAP")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="json: one ECS alert record per line (NDJSON)")
+    p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
+                   help="json: one ECS alert record per line (NDJSON); html: a self-contained page (charts, devices, alerts with filters) that loads nothing from anywhere")  # fmt: skip
+    p.add_argument("-o", "--output", type=Path, metavar="F", help="write the report (the chosen format) to F instead of standard output (`-`)")
+    p.add_argument("--report", type=Path, metavar="F.html", help="also write the HTML report to F, beside the chosen format")
     p.add_argument("--flows-out", type=Path, metavar="F", help="write every flow record as NDJSON to F")
     p.add_argument("--fail-on-alert", action="store_true", help="exit 1 when any alert was raised")
     _baseline_option(p)
@@ -123,19 +126,28 @@ def _explicit_policy(args: argparse.Namespace) -> bool:
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
     from egress import compose
     from egress.services.serve import in_process_main
+    from egress.sinks.output import ReportFile, is_stdout
     from egress.sinks.report import Report
 
     compose.check_inputs(args.pcaps)
-    policy, _ = compose.choose_policy(config, _explicit_policy(args))
+    policy, policy_path = compose.choose_policy(config, _explicit_policy(args))
+    if args.report is not None and is_stdout(args.report) and is_stdout(args.output):
+        raise UsageError(f"--report -: the {args.format} report goes to standard output already (give -o F, or --report a file)")
     with ExitStack() as stack:
+        outputs = [stack.enter_context(ReportFile(args.output, f"{args.format} report"))]
+        if args.report is not None:
+            outputs.append(stack.enter_context(ReportFile(args.report, "HTML report")))
         progress = stack.enter_context(_Progress(args.pcaps)) if sys.stderr.isatty() else None
-        report = Report(args.format, sys.stdout)
+        report = Report(args.format, outputs[0].stream, html=outputs[1].stream if args.report is not None else None,
+                        inputs=[str(p) for p in args.pcaps], names={d.mac: d.name for d in policy.devices}, policy=str(policy_path or "built-in"))  # fmt: skip
         analysis = compose.analyze(config, policy, args.pcaps, report, flows_out=args.flows_out, progress=progress.advance if progress else None)
         asyncio.run(in_process_main(analysis.parts))
         if progress is not None:
             progress.stop()
         if len(analysis.input_errors) < len(args.pcaps):  # something was read: its report
-            report.finish()
+            report.finish(analysis.packets, analysis.warnings)
+            for output in outputs:
+                output.commit()
     log.info("analysis_done", packets=analysis.packets, **report.summary())
     if analysis.input_errors:
         raise InputError("\n".join(analysis.input_errors))

@@ -10,9 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from egress.codec import iso
 from egress.model import Alert
 
-__all__ = ["AlertGroup", "group_alerts"]
+__all__ = ["AlertGroup", "group_alerts", "utc_seconds"]
+
+
+def utc_seconds(ts: float) -> str:
+    """A full UTC date-time to the second, as the grouped views show first and last seen: a
+    report spans days."""
+    return iso(ts)[:19] + "Z"
+
 
 @dataclass(slots=True)
 class AlertGroup:

@@ -1,27 +1,30 @@
-"""`egress analyze` output: alerts as NDJSON, CSV or a readable table with a summary.
+"""`egress analyze` output: alerts as NDJSON, CSV, a readable table with a summary, or a
+self-contained HTML page (also beside another format, `--report F.html`).
 
 A sink like the others: it sees every verdict, streams the alert records (json: one per
 flow, as on the wire) as they come and keeps what the other views need until `finish()`.
-The table and the CSV are for people: one row per (device, destination, port, rule), see
-`egress.sinks.grouped`."""
+The table, the CSV and the HTML are for people: one row per (device, destination, port,
+rule), see `egress.sinks.grouped`. The HTML's charts and device table come from the
+bounded tallies of `egress.sinks.overview`, kept only when an HTML page is asked for."""
 
 from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Literal
 
 from rich.console import Console
 from rich.table import Table
 
-from egress.codec import alert_to_ecs, encode, iso
+from egress.codec import alert_to_ecs, encode
 from egress.model import Alert, FlowRecord, Verdict
-from egress.sinks.grouped import AlertGroup, group_alerts
+from egress.sinks.grouped import AlertGroup, group_alerts, utc_seconds
+from egress.sinks.overview import Overview
 
 __all__ = ["Report", "CSV_COLUMNS"]
 
-Format = Literal["table", "json", "csv"]
+Format = Literal["table", "json", "csv", "html"]
 CSV_COLUMNS = (
     "first_seen", "last_seen", "category", "rule", "severity", "group", "device_mac", "device_ip", "vendor",
     "destination_ip", "destination_port", "transport", "domain", "country", "asn",
@@ -29,15 +32,10 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _seen(ts: float) -> str:
-    """A full UTC date-time to the second: a report spans days."""
-    return iso(ts)[:19] + "Z"
-
-
 def _row(g: AlertGroup) -> tuple[str, ...]:
     a, f = g.first, g.first.flow
     return (
-        _seen(g.first_seen), _seen(g.last_seen), a.category, a.rule_name, a.severity, a.group, f.device_mac or "",
+        utc_seconds(g.first_seen), utc_seconds(g.last_seen), a.category, a.rule_name, a.severity, a.group, f.device_mac or "",
         f.device_ip or "", f.device_manufacturer or "", f.destination.ip, str(f.destination.port or ""),
         f.transport_name, g.name, f.destination_country or "", str(f.destination_asn or ""),
         str(g.flows), str(g.bytes_out), str(g.bytes_in), str(g.packets_out), str(g.packets_in),
@@ -45,11 +43,17 @@ def _row(g: AlertGroup) -> tuple[str, ...]:
 
 
 class Report:
-    """Streams alerts in the chosen format and keeps what the summary needs."""
+    """Streams alerts in the chosen format and keeps what the summary needs; `html`: where
+    the HTML page goes as well, `inputs` and `names` (inventory names by MAC) are for it."""
 
-    def __init__(self, fmt: Format, out: IO[str]) -> None:
+    def __init__(self, fmt: Format, out: IO[str], *, html: IO[str] | None = None, inputs: Sequence[str] = (),
+                 names: Mapping[str, str] | None = None, policy: str = "") -> None:  # fmt: skip
         self._fmt = fmt
         self._out = out
+        self._html = html
+        self._inputs = tuple(inputs)
+        self._policy = policy
+        self._overview = Overview(names) if fmt == "html" or html is not None else None
         self._alerts: list[Alert] = []
         self._devices: dict[str, str] = {}
         self._destinations: dict[str, str] = {}
@@ -57,8 +61,11 @@ class Report:
         self.egress_flows = 0
 
     async def write(self, verdicts: Sequence[Verdict]) -> None:
+        overview = self._overview
         for verdict in verdicts:
             self.flow(verdict.flow)
+            if overview is not None:
+                overview.add(verdict)
             for alert in verdict.alerts:
                 self.alert(alert)
 
@@ -76,6 +83,8 @@ class Report:
 
     def alert(self, alert: Alert) -> None:
         self._alerts.append(alert)
+        if self._overview is not None:
+            self._overview.alert(alert)
         if self._fmt == "json":
             self._out.write(encode(alert_to_ecs(alert)).decode("utf-8") + "\n")
 
@@ -93,19 +102,26 @@ class Report:
             "alerts_by_rule": dict(Counter(f"{a.category}:{a.rule_name}" for a in self._alerts).most_common()),
         }
 
-    def finish(self) -> None:
-        """The grouped views (the CSV's header alone where nothing alerted). Not called when no
-        input could be read: an empty report would look like a clean result."""
-        if self._fmt == "json":
-            self._out.flush()
-            return
-        groups = group_alerts(self._alerts)
-        if self._fmt == "csv":
+    def finish(self, packets: int = 0, warnings: Sequence[str] = ()) -> None:
+        """The grouped views (the CSV's header alone where nothing alerted), and the HTML page
+        (`packets` read and the inputs' `warnings` go in its summary). Not called when no input
+        could be read: an empty report would look like a clean result."""
+        groups = group_alerts(self._alerts) if self._fmt != "json" or self._overview is not None else []
+        page = self._page(groups, packets, warnings) if self._overview is not None else ""
+        if self._html is not None:
+            self._html.write(page)
+            self._html.flush()
+        if self._fmt == "html":
+            self._out.write(page)
+        elif self._fmt == "csv":
             writer = csv.writer(self._out, lineterminator="\n")
             writer.writerow(CSV_COLUMNS)
             writer.writerows(map(_row, groups))
-            self._out.flush()
-            return
+        elif self._fmt == "table":
+            self._table(groups)
+        self._out.flush()
+
+    def _table(self, groups: list[AlertGroup]) -> None:
         # on a terminal, its width; piped, as wide as the rows need (a fixed width folded MACs and names)
         console = Console(file=self._out, width=None if self._out.isatty() else 10_000)
         table = Table(title=f"Alerts: {len(self._alerts)} flows in {len(groups)} rows of (device, destination, port, rule)", show_lines=False)
@@ -115,7 +131,7 @@ class Report:
         for g in groups:
             a, f = g.first, g.first.flow
             table.add_row(
-                _seen(g.first_seen), _seen(g.last_seen), a.category, a.rule_name, a.severity, a.group,
+                utc_seconds(g.first_seen), utc_seconds(g.last_seen), a.category, a.rule_name, a.severity, a.group,
                 f.device or "", f.device_manufacturer or "", f.destination.ip, g.port, g.name,
                 f.destination_country or "", str(f.destination_asn or ""), f"{g.flows:,}", f"{g.bytes_out:,}", f"{g.bytes_in:,}",
             )  # fmt: skip
@@ -127,3 +143,10 @@ class Report:
             assert isinstance(counts, dict)
             text = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
             console.print(f"[bold]{title}[/bold]: {text}")
+
+    def _page(self, groups: list[AlertGroup], packets: int, warnings: Sequence[str]) -> str:
+        from egress.sinks.html import RunInfo, render_html
+
+        assert self._overview is not None
+        run = RunInfo(self._inputs, packets, self.flows, self.egress_flows, len(self._alerts), self._policy, tuple(warnings))
+        return render_html(run, self._overview.data(), groups)

@@ -33,6 +33,7 @@ from egress.enrich.oui import ManufNotFoundError, OuiRegistry, default_registry
 from egress.errors import DependencyMissing, InputError, UsageError
 from egress.flows.meter import FlowMeter
 from egress.health import POLL_STALE_SECONDS, Health
+from egress.listener import MetricsEndpoint
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
@@ -46,7 +47,7 @@ from egress.sinks.kafka import KafkaAlerts
 from egress.sinks.metrics import BaselineMetrics, MetricsSink
 from egress.sinks.ndjson import AlertLines, FlowLines
 from egress.sinks.report import Report
-from egress.telemetry import AgentMetrics, MetricsEndpoint, RulesMetrics
+from egress.telemetry import AgentMetrics, RulesMetrics
 
 __all__ = ["Analysis", "check_inputs", "choose_policy", "geoip_skipped", "agent", "rules", "run", "analyze"]
 

@@ -119,7 +119,7 @@ def _spool(path: Path | None) -> _Found:
 
 
 def _metrics(listen: str) -> _Found:
-    """Bound and closed now, as the metrics endpoint binds it (`telemetry.serve_metrics`)."""
+    """Bound and closed now, as the metrics endpoint binds it (`listener.serve_metrics`)."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     try:

@@ -69,6 +69,7 @@ def with_users(pki: dict[str, Path]) -> int:
 
 
 def test_tls_with_the_right_password_serves_metrics_and_healthz(pki: dict[str, Path], with_users: int) -> None:
+    """A client that trusts the CA and gives the password gets both paths."""
     status, body, _ = get(with_users, "/metrics", trusting(pki), PASSWORD)
     assert status == 200 and "python_info" in body
     assert get(with_users, "/healthz", trusting(pki), PASSWORD)[:2] == (200, '{"status":"ok"}\n')
@@ -77,6 +78,7 @@ def test_tls_with_the_right_password_serves_metrics_and_healthz(pki: dict[str, P
 @pytest.mark.parametrize("path", ["/metrics", "/healthz"])
 @pytest.mark.parametrize("password", [None, "wrong"])
 def test_no_or_a_wrong_password_gets_401_on_every_path(path: str, password: str | None, pki: dict[str, Path], with_users: int) -> None:
+    """/healthz is behind the password as /metrics is, with the challenge a client needs."""
     status, body, headers = get(with_users, path, trusting(pki), password)
     assert (status, body) == (401, "Unauthorized\n")
     assert headers["WWW-Authenticate"] == 'Basic realm="egress"'

@@ -237,6 +237,7 @@ def _web(tmp_path: Path, cert: Path, key: Path, extra: str = "", name: str = "we
 
 
 def test_a_good_web_config_passes(geoip: dict[str, Path], pki: dict[str, Path], tmp_path: Path) -> None:
+    """A certificate valid for 90 days and its key: nothing to say, and the last line names the web config."""
     cfg = _config(tmp_path, geoip, metrics={"web_config": str(_web(tmp_path, pki["cert"], pki["key"]))})
     proc = run_egress("check", "--config", cfg, "--policy", POLICY)
     assert proc.returncode == 0, proc.stderr
@@ -245,6 +246,7 @@ def test_a_good_web_config_passes(geoip: dict[str, Path], pki: dict[str, Path], 
 
 
 def test_an_absent_web_config_is_told_at_the_key_naming_it(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """The config's line that names the file, as for the GeoIP files."""
     cfg = _config(tmp_path, geoip, metrics={"web_config": str(tmp_path / "web.yml")})
     code, errors = _check("--config", cfg)
     assert code == 2
@@ -260,6 +262,7 @@ def test_a_key_that_does_not_match_the_certificate_exits_2(geoip: dict[str, Path
 
 
 def test_an_expired_certificate_exits_2_and_one_expiring_soon_is_a_warning(geoip: dict[str, Path], pki: dict[str, Path], tmp_path: Path) -> None:
+    """An expired certificate loads (OpenSSL does not look at dates) but fails every scrape: check says so."""
     web = _web(tmp_path, pki["expired"], pki["expired_key"])
     code, errors = _check("--config", _config(tmp_path, geoip, metrics={"web_config": str(web)}))
     expired = x509.load_pem_x509_certificate(pki["expired"].read_bytes()).not_valid_after_utc

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 from egress.errors import UsageError
 from egress.yamlfile import ItemError, LocatedYaml, format_errors, load_located
 
-__all__ = ["WebConfig", "Users", "load_web_config", "HASH_HELP"]
+__all__ = ["WebConfig", "Users", "load_web_config"]
 
 #: the toolkit's keys egress does not act on: refused by name rather than ignored
 _UNSUPPORTED = {

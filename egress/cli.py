@@ -210,7 +210,8 @@ def cmd_check(args: argparse.Namespace, resolved: ResolvedConfig) -> int:
     codes = {finding.exit_code for finding in findings}
     if codes - {0}:
         return 2 if 2 in codes else 3
-    print("host OK: GeoIP databases, capture interfaces, spool directory, metrics address" if resolved.file
+    web = " and its web config" if config.metrics.web_config is not None else ""
+    print(f"host OK: GeoIP databases, capture interfaces, spool directory, metrics address{web}" if resolved.file
           else "host: only values from flags and EGRESS_* variables checked (no config file)")  # fmt: skip
     return EXIT_OK
 

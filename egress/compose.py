@@ -33,6 +33,7 @@ from egress.enrich.oui import ManufNotFoundError, OuiRegistry, default_registry
 from egress.errors import DependencyMissing, InputError, UsageError
 from egress.flows.meter import FlowMeter
 from egress.health import POLL_STALE_SECONDS, Health
+from egress.listener import MetricsEndpoint
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
@@ -46,7 +47,8 @@ from egress.sinks.kafka import KafkaAlerts
 from egress.sinks.metrics import BaselineMetrics, MetricsSink
 from egress.sinks.ndjson import AlertLines, FlowLines
 from egress.sinks.report import Report
-from egress.telemetry import AgentMetrics, MetricsEndpoint, RulesMetrics
+from egress.telemetry import AgentMetrics, RulesMetrics
+from egress.webconfig import load_web_config
 
 __all__ = ["Analysis", "check_inputs", "choose_policy", "geoip_skipped", "agent", "rules", "run", "analyze"]
 
@@ -182,6 +184,12 @@ def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metric
     return Captures(captures, metrics)
 
 
+def _endpoint(config: Config, health: Health) -> MetricsEndpoint:
+    """The metrics listener; its web config is read (and its certificate loaded) now, before anything starts."""
+    web = config.metrics.web_config
+    return MetricsEndpoint(config.metrics.listen, health, load_web_config(web) if web is not None else None)
+
+
 def _agent_metrics(config: Config, health: Health) -> AgentMetrics:
     metrics = AgentMetrics(health=health)
     metrics.agent_info.info({"site": config.site, "observer": config.observer_name or socket.gethostname()})
@@ -199,7 +207,7 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
     enrichers = _enrichers(config, policy, metrics)
     captures = _captures(config, local, enrichers, metrics, read, chosen)
     kafka, topic = config.kafka, config.kafka.flows_topic
-    endpoint = MetricsEndpoint(config.metrics.listen, health)
+    endpoint = _endpoint(config, health)
     if config.spool.path is None:  # no spool: Kafka must be there at start (exit 3 otherwise)
         publisher = KafkaPublisher(kafka, on_error=metrics.flow_publish_failed)
         components = [enrichers, endpoint, Topics(kafka, [topic]), publisher]
@@ -235,7 +243,7 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
     baseline = BaselineTopic(kafka, state, publisher, on_change=gauges.refresh)
     sinks: list[Sink] = [MetricsSink(metrics), gauges, baseline, KafkaAlerts(publisher, kafka.alerts_topic)]
     topics = Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic, kafka.baseline_topic], compacted=[kafka.baseline_topic])
-    components: list[object] = [MetricsEndpoint(config.metrics.listen, health), topics, publisher, baseline]
+    components: list[object] = [_endpoint(config, health), topics, publisher, baseline]
     if alerts_out is not None:
         lines = AlertLines(alerts_out)
         sinks.append(lines)
@@ -277,7 +285,7 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     sinks: list[Sink] = [MetricsSink(rules_metrics), BaselineMetrics(rules_metrics, lambda: stage.evaluator), lines]  # a reload replaces the evaluator
     bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics, _repeats(config))
     captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
-    components = [enrichers, *_baseline_file(config, state), MetricsEndpoint(config.metrics.listen, health), lines]
+    components = [enrichers, *_baseline_file(config, state), _endpoint(config, health), lines]
     return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)
 
 

@@ -131,6 +131,7 @@ class SpoolConfig(_Section):
 
 class MetricsConfig(_Section):
     listen: str = "127.0.0.1:9108"
+    web_config: Path | None = None  # TLS and basic auth, in the exporter toolkit's format (egress/webconfig.py); null: plain HTTP
 
     @field_validator("listen")
     @classmethod

@@ -12,10 +12,15 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from prometheus_client import CollectorRegistry, start_http_server
 
 from egress.config import DEFAULT_CONFIG_PATH, Config, GeoipConfig, load_config
+from egress.health import Health
+from egress.listener import serve_metrics
 from egress.telemetry import AgentMetrics
+from egress.webconfig import load_web_config
+from tests.certs import TestCA
 from tests.conftest import POLICY, run_egress
 
 USER = pwd.getpwuid(os.geteuid()).pw_name
@@ -211,3 +216,77 @@ def test_show_config_tells_each_value_s_origin_and_masks_the_password(geoip: dic
     shown = yaml.safe_load(proc.stdout)  # the comments aside, it is the config itself
     shown["kafka"]["sasl_password"] = "hunter2"
     assert Config.model_validate(shown) == load_config(cfg, {"geoip": {"asn_db": geoip["asn"]}}, environ=env)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("pki")
+    ca = TestCA(directory)
+    cert, key = ca.issue("server")
+    soon, soon_key = ca.issue("soon", days=10)
+    expired, expired_key = ca.issue("expired", days=-1, not_before_days=-30)
+    _, other_key = TestCA(directory, "other").issue("stranger")
+    return {"dir": directory, "ca": ca.cert_file, "cert": cert, "key": key, "soon": soon, "soon_key": soon_key,
+            "expired": expired, "expired_key": expired_key, "other_key": other_key}  # fmt: skip
+
+
+def _web(tmp_path: Path, cert: Path, key: Path, extra: str = "", name: str = "web.yml") -> Path:
+    path = tmp_path / name
+    path.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n{extra}")
+    return path
+
+
+def test_a_good_web_config_passes(geoip: dict[str, Path], pki: dict[str, Path], tmp_path: Path) -> None:
+    """A certificate valid for 90 days and its key: nothing to say, and the last line names the web config."""
+    cfg = _config(tmp_path, geoip, metrics={"web_config": str(_web(tmp_path, pki["cert"], pki["key"]))})
+    proc = run_egress("check", "--config", cfg, "--policy", POLICY)
+    assert proc.returncode == 0, proc.stderr
+    assert "egress: " not in proc.stderr
+    assert proc.stdout.splitlines()[-1] == "host OK: GeoIP databases, capture interfaces, spool directory, metrics address and its web config"
+
+
+def test_an_absent_web_config_is_told_at_the_key_naming_it(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """The config's line that names the file, as for the GeoIP files."""
+    cfg = _config(tmp_path, geoip, metrics={"web_config": str(tmp_path / "web.yml")})
+    code, errors = _check("--config", cfg)
+    assert code == 2
+    assert errors == [f"egress: {cfg}:{_line(cfg, '  web_config:')}: metrics.web_config: {tmp_path / 'web.yml'}: not found"]
+
+
+def test_a_key_that_does_not_match_the_certificate_exits_2(geoip: dict[str, Path], pki: dict[str, Path], tmp_path: Path) -> None:
+    """The line is the web config's own, as at start."""
+    web = _web(tmp_path, pki["cert"], pki["other_key"])
+    code, errors = _check("--config", _config(tmp_path, geoip, metrics={"web_config": str(web)}))
+    assert code == 2
+    assert errors == [f"egress: {web}:3: tls_server_config.key_file: {pki['other_key']}: does not match the certificate in {pki['cert']}"]
+
+
+def test_an_expired_certificate_exits_2_and_one_expiring_soon_is_a_warning(geoip: dict[str, Path], pki: dict[str, Path], tmp_path: Path) -> None:
+    """An expired certificate loads (OpenSSL does not look at dates) but fails every scrape: check says so."""
+    web = _web(tmp_path, pki["expired"], pki["expired_key"])
+    code, errors = _check("--config", _config(tmp_path, geoip, metrics={"web_config": str(web)}))
+    expired = x509.load_pem_x509_certificate(pki["expired"].read_bytes()).not_valid_after_utc
+    assert code == 2
+    assert errors == [f"egress: {web}:2: tls_server_config.cert_file: {pki['expired']}: expired on {expired:%Y-%m-%d %H:%M} UTC: every scrape fails"]
+    web = _web(tmp_path, pki["soon"], pki["soon_key"])
+    code, errors = _check("--config", _config(tmp_path, geoip, metrics={"web_config": str(web)}))
+    soon = x509.load_pem_x509_certificate(pki["soon"].read_bytes()).not_valid_after_utc
+    assert code == 0
+    assert errors == [f"egress: warning: {web}:2: tls_server_config.cert_file: {pki['soon']}: expires on {soon:%Y-%m-%d} (in 9 days)"]
+
+
+def test_a_metrics_address_held_by_egress_over_tls_is_a_warning(geoip: dict[str, Path], pki: dict[str, Path], tmp_path: Path) -> None:
+    """Known by the certificate it presents, even when it asks for a client certificate `check` lacks;
+    a TLS server with another certificate there is another program."""
+    mtls = _web(tmp_path, pki["cert"], pki["key"], f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki['ca']}\n")
+    listen = serve_metrics("127.0.0.1:0", Health(), load_web_config(mtls))
+    cfg = _config(tmp_path, geoip, metrics={"listen": listen, "web_config": str(mtls)})
+    code, errors = _check("--config", cfg)
+    assert code == 0
+    assert errors == [f"egress: warning: {cfg}:{_line(cfg, '  listen:')}: metrics.listen: {listen}: in use by a running egress (free once it stops: fine before a restart)"]
+    other = TestCA(tmp_path, "another")
+    listen = serve_metrics("127.0.0.1:0", Health(), load_web_config(_web(tmp_path, *other.issue("impostor"), name="impostor.yml")))
+    cfg = _config(tmp_path, geoip, metrics={"listen": listen, "web_config": str(mtls)})
+    code, errors = _check("--config", cfg)
+    assert code == 2
+    assert errors == [f"egress: {cfg}:{_line(cfg, '  listen:')}: metrics.listen: {listen}: cannot be bound: Address already in use"]

@@ -30,7 +30,7 @@ from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_
 from egress.capture.prefilter import build_filter
 from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.stream import Dissect, PacketStream
-from egress.capture.tshark import LineStats, parse_line, tshark_argv, tshark_path
+from egress.capture.tshark import LineStats, parse_line, start_tshark, tshark_argv, tshark_path
 from egress.errors import InputError
 from egress.localnet import IPNetwork
 from egress.model import Packet
@@ -260,8 +260,7 @@ class FileSource:
 
     def _prefiltered(self, proc: subprocess.Popen[bytes], feeder: threading.Thread) -> Iterator[list[Packet]]:
         assert proc.stdout is not None and proc.stderr is not None
-        tshark = tshark_path()
-        rot = PacketStream(proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, name=str(self.path), dissect=self._dissect)
+        rot = PacketStream(proc.stdout, start_tshark, chunk_packets=self._chunk, name=str(self.path), dissect=self._dissect)
         finished = False
         try:
             for batch in rot.batches():

@@ -31,7 +31,7 @@ from egress.capture.kernelstats import KernelDrops
 from egress.capture.pcapfile import PCAP_HEADER_BYTES
 from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.stream import Dissect, PacketStream, one_at_a_time
-from egress.capture.tshark import tshark_argv, tshark_path
+from egress.capture.tshark import start_tshark, tshark_path
 from egress.errors import DependencyMissing, EgressError, UsageError
 from egress.model import Packet
 
@@ -117,13 +117,13 @@ class LiveSource:
         """The interface's packets as they come, a read's worth at a time; None once a
         quiet second has passed (a tick)."""
         pause = 1.0
-        tshark = tshark_path()
+        tshark_path()  # exit 3 at once where there is none
         while not self._stop.is_set():
             proc = self._proc or self._open()
             self._proc = proc
             assert proc.stdout is not None and proc.stderr is not None
             rot = self._rot = PacketStream(
-                proc.stdout, lambda: spawn(tshark_argv(tshark), tie_to_thread=False), chunk_packets=self._chunk, dissect=self._dissect,
+                proc.stdout, start_tshark, chunk_packets=self._chunk, dissect=self._dissect,
                 name=self.interface, interface=self.interface, tick_seconds=1.0,
             )  # fmt: skip
             try:

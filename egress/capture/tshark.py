@@ -4,21 +4,24 @@ pyshark's default path asks tshark for the whole protocol tree as XML and builds
 Python object per field (~500 packets/s). Here tshark dissects only the protocols
 egress reads and prints only the fields it needs as tab-separated custom columns,
 which is about twice as fast as `-T fields` (see ../shared/PERF-NOTES.md) and leaves
-Python with one `str.split` per packet. tshark is located through pyshark, so the test that
-holds this path to pyshark's full dissection (tests/test_capture.py) runs the same binary.
+Python with one `str.split` per packet. tshark is the one on PATH (else where pyshark
+finds one), the binary pyshark runs too, so the test that holds this path to pyshark's
+full dissection (tests/test_capture.py) runs the same binary.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from egress.capture.process import spawn
 from egress.errors import DependencyMissing
 from egress.model import ICMP, ICMPV6, TCP, UDP, DnsAnswer, Packet
 
-__all__ = ["COLUMNS", "PROTOCOLS", "tshark_path", "tshark_argv", "parse_line", "parse_lines", "LineStats"]
+__all__ = ["COLUMNS", "PROTOCOLS", "tshark_path", "tshark_argv", "start_early", "start_tshark", "parse_line", "parse_lines", "LineStats"]
 
 # (title, field, occurrence): occurrence 1 = the outermost, 0 = every occurrence joined by ",".
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -63,19 +66,20 @@ _ICMP_PROTOS = {ICMP, ICMPV6}
 
 
 def tshark_path() -> str:
-    """Find tshark the way pyshark does (its config, then PATH); exit code 3 if absent."""
+    """tshark on PATH, else where pyshark finds one (its config, its usual places); exit
+    code 3 if absent. PATH first: importing pyshark (and lxml) costs every start ~50 ms."""
+    found = shutil.which("tshark")
+    if found:
+        return found
     try:
         from pyshark.tshark.tshark import get_process_path
 
         path = str(get_process_path())
         if Path(path).exists():
             return path
-    except Exception:  # pyshark raises its own TSharkNotFoundException; PATH is the fallback
+    except Exception:  # pyshark raises its own TSharkNotFoundException
         pass
-    found = shutil.which("tshark")
-    if not found:
-        raise DependencyMissing("tshark not found: install Debian's 'tshark' package (apt-get install tshark)")
-    return found
+    raise DependencyMissing("tshark not found: install Debian's 'tshark' package (apt-get install tshark)")
 
 
 def tshark_argv(tshark: str, source: str = "-") -> list[str]:
@@ -90,6 +94,27 @@ def tshark_argv(tshark: str, source: str = "-") -> list[str]:
     for proto in PROTOCOLS:
         argv += ["--enable-protocol", proto]
     return argv
+
+
+_early: list[subprocess.Popen[bytes]] = []
+
+
+def start_early() -> None:
+    """Start one stream-reading tshark now, for the first capture that asks for one: its
+    start-up (~0.2 s of loading dissectors) then overlaps egress's own instead of following
+    it. Without tshark, nothing: the capture says so when it starts."""
+    try:
+        _early.append(spawn(tshark_argv(tshark_path()), tie_to_thread=False))
+    except (DependencyMissing, OSError):
+        return
+
+
+def start_tshark() -> subprocess.Popen[bytes]:
+    """A tshark reading pcap on its stdin (the early one if it is waiting). It ends with its
+    stdin, so it never outlives egress."""
+    if _early:
+        return _early.pop()
+    return spawn(tshark_argv(tshark_path()), tie_to_thread=False)
 
 
 @dataclass(slots=True)

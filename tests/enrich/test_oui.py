@@ -190,3 +190,29 @@ def test_lookup_rejects_garbage(bad: str) -> None:
     """Text that is not a whole MAC raises ValueError (the device enricher counts it)."""
     with pytest.raises(ValueError):
         OuiRegistry(tables={}).lookup(bad)
+
+
+def test_the_parsed_registry_is_kept_for_the_next_start_and_never_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second load reads the cache (written beside nothing else); a changed file or a
+    damaged cache is parsed again, so the cache never answers for another file."""
+    monkeypatch.delenv("CACHE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    manuf = tmp_path / "manuf"
+    manuf.write_text("44:19:B6\tHikvisio\tHangzhou Hikvision Digital Technology Co.,Ltd.\n")
+    first = OuiRegistry.load(manuf)
+    cached = list((tmp_path / "cache" / "egress").glob("manuf-*.marshal"))
+    assert len(cached) == 1 and first.lookup("44:19:b6:00:00:01") == "Hangzhou Hikvision Digital Technology Co.,Ltd."
+    assert OuiRegistry.load(manuf).tables == first.tables
+    manuf.write_text(manuf.read_text() + "3C:EF:8C\tZhejiang\tZhejiang Dahua Technology Co., Ltd.\n")
+    assert OuiRegistry.load(manuf).lookup("3c:ef:8c:00:00:21") == "Zhejiang Dahua Technology Co., Ltd."
+    cached[0].write_bytes(b"not marshal")
+    assert OuiRegistry.load(manuf).lookup("3c:ef:8c:00:00:21") == "Zhejiang Dahua Technology Co., Ltd."
+
+
+def test_a_cache_that_cannot_be_written_only_means_parsing_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("CACHE_DIRECTORY", str(blocker))  # a file where the directory should be
+    manuf = tmp_path / "manuf"
+    manuf.write_text("44:19:B6\tHikvisio\tHangzhou Hikvision Digital Technology Co.,Ltd.\n")
+    assert OuiRegistry.load(manuf).lookup("44:19:b6:00:00:01") == "Hangzhou Hikvision Digital Technology Co.,Ltd."

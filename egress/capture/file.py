@@ -45,7 +45,8 @@ _ETHERNET = 1
 _DAMAGED = ("damaged or corrupt", "bogus", "invalid packet", "bigger than snaplen", "block length", "not a multiple")
 _NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
 # tcpdump reads and writes through stdio's 4 KiB buffers: 30,000 pipe writes for 120 MB, each
-# one a wake-up of the reading thread (and a wait for Python's GIL). 1 MiB buffers: ~120.
+# one a wake-up of the reading thread (and a wait for Python's GIL). 1 MiB buffers: ~120. For
+# a file only: from a pipe that pauses (a FIFO fed by hand), packets would wait in them.
 _STDBUF = shutil.which("stdbuf")
 _LARGE_STDIO: tuple[str, ...] = (_STDBUF, "-i1M", "-o1M") if _STDBUF else ()
 _WHOLE_BATCH = 1024  # packets handed on at a time from tshark reading a whole file
@@ -197,7 +198,7 @@ class FileSource:
         """tcpdump reads a file itself (its read position is the progress) and a pipe from
         a thread here; None where it refused the file or the filter."""
         if self._pipe:
-            proc = spawn([*_LARGE_STDIO, tcpdump, "-r", "-", "-w", "-", "--", bpf])
+            proc = spawn([tcpdump, "-r", "-", "-w", "-", "--", bpf])  # stdio's own buffers: a pipe may pause
             feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
         else:
             proc = spawn([*_LARGE_STDIO, tcpdump, "-r", str(self.path), "-w", "-", "--", bpf], stdin=subprocess.DEVNULL)

@@ -48,7 +48,7 @@ class _Marker:
 DISSECT: Final = _Marker("DISSECT")  # this record goes to tshark
 NON_IP: Final = _Marker("NON_IP")  # not IP: counted, as tshark's line would be
 
-_ETH = struct.Struct("!6s6sH")
+_ETH = struct.Struct("!12sH")  # destination + source MAC, ethertype
 _TAG = struct.Struct("!HH")  # TCI, next ethertype
 _IPV4 = struct.Struct("!BxHxxHxB2xII")  # version+IHL, total length, flags+fragment offset, protocol, src, dst
 _IPV6 = struct.Struct("!I H B x 16s 16s")  # version+class+label, payload length, next header, src, dst
@@ -99,7 +99,6 @@ class HeaderDecoder:
         self._interface = interface
         self._order = byte_order
         self._units = 1_000_000_000 if nanoseconds else 1_000_000
-        self._macs: dict[bytes, str] = {}
         self._mac_pairs: dict[bytes, tuple[str, str]] = {}  # destination + source, as a frame starts
         self._ip4: dict[int, str] = {}
         self._ip6: dict[bytes, str] = {}
@@ -173,7 +172,7 @@ class HeaderDecoder:
         """The frame in buf[p:end] (captured bytes), of `length` bytes on the wire."""
         if end - p < 14:
             return DISSECT
-        dst_raw, src_raw, etype = _ETH.unpack_from(buf, p)
+        pair, etype = _ETH.unpack_from(buf, p)
         off = p + 14
         vlans: tuple[int, ...] = ()
         if etype == _VLAN_8021Q or etype == _VLAN_8021AD:
@@ -191,9 +190,7 @@ class HeaderDecoder:
         if ip is None:
             return DISSECT
         src, dst, proto, sport, dport, flags, icmp_type, icmp_code = ip
-        macs = self._macs
-        src_mac = macs.get(src_raw) or self._mac(src_raw)
-        dst_mac = macs.get(dst_raw) or self._mac(dst_raw)
+        dst_mac, src_mac = self._mac_pairs.get(pair) or self._mac_pair(pair)
         ts = (sec * self._units + frac) / self._units  # exact: the float that tshark's decimal time parses to
         return Packet(ts, length, src_mac, dst_mac, vlans, src, dst, proto, sport, dport, flags, icmp_type, icmp_code, None, None, self._interface)
 
@@ -202,12 +199,6 @@ class HeaderDecoder:
             self._mac_pairs.clear()
         pair = self._mac_pairs[raw] = (raw[:6].hex(":"), raw[6:].hex(":"))
         return pair
-
-    def _mac(self, raw: bytes) -> str:
-        if len(self._macs) >= _CACHE_MAX:
-            self._macs.clear()
-        text = self._macs[raw] = raw.hex(":")
-        return text
 
     def _tags(self, buf: bytes | bytearray, off: int, end: int, etype: int) -> tuple[tuple[int, ...], int, int]:
         """The VLAN IDs as tshark lists them (802.1ad S-tags, then 802.1Q tags, ID 0 dropped);

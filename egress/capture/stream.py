@@ -81,7 +81,6 @@ class PacketStream:
         self._stop = threading.Event()
         self._decoded = LineStats()  # counted by the reader thread
         self._dissected = LineStats()  # counted by the caller's thread
-        self.records = 0
         self.to_tshark = 0  # records dissected
         self.tshark_errors: list[str] = []
         self.rotations = 0
@@ -132,7 +131,6 @@ class PacketStream:
                 self._last_input = time.monotonic()
                 batch: list[Packet | None] = []
                 pos, dissect, non_ip = split(buf, 0, filled, batch)
-                self.records += len(batch) + non_ip
                 stats.packets += len(batch) - len(dissect)
                 stats.non_ip += non_ip
                 self._hand_on(batch, dissect, view)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from egress.capture.process import spawn
 from egress.errors import DependencyMissing
 from egress.model import ICMP, ICMPV6, TCP, UDP, DnsAnswer, Packet
 
-__all__ = ["COLUMNS", "PROTOCOLS", "tshark_path", "tshark_argv", "start_early", "start_tshark", "parse_line", "parse_lines", "LineStats"]
+__all__ = ["COLUMNS", "PROTOCOLS", "tshark_path", "tshark_argv", "start_early", "start_tshark", "parse_line", "LineStats"]
 
 # (title, field, occurrence): occurrence 1 = the outermost, 0 = every occurrence joined by ",".
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -197,9 +196,3 @@ def parse_line(line: str, stats: LineStats, interface: str = "") -> Packet | Non
     stats.packets += 1
     return pkt
 
-
-def parse_lines(lines: Iterable[str], stats: LineStats, interface: str = "") -> Iterator[Packet]:
-    for line in lines:
-        pkt = parse_line(line, stats, interface)
-        if pkt is not None:
-            yield pkt

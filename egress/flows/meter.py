@@ -32,9 +32,6 @@ class FlowMeter:
         hostname = socket.gethostname()
         return cls(table, chain, config.site, config.observer_name or hostname, hostname)
 
-    def add(self, pkt: Packet) -> list[FlowRecord]:
-        return self.add_many((pkt,))
-
     def add_many(self, packets: Sequence[Packet]) -> list[FlowRecord]:
         """Packets in capture order. A packet that names a destination is observed just
         before it is counted, so a flow exported before it never gets its name."""

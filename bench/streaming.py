@@ -179,9 +179,8 @@ def state_memory(n_keys: int, groups: int, traced: bool) -> dict[str, float]:
                 destination_domains=(domain,) if domain else (), destination_domain=domain, destination_country=cc, destination_asn=asn,
             )  # fmt: skip
             group = f"g{g:02d}"
-            scope, learning = learner.scope(rec, group, settings)
+            scope, learning, _ = learner.observe(rec, group, settings)
             learner.judge(rec, scope, group, learning)
-            learner.volume(rec, group, settings, learning)
             made += 1
     out = {"keys": len(state.entries), "scopes": len(state.scopes), "volumes": len(state.volumes)}
     if traced:

@@ -31,22 +31,29 @@ def registered_domain(name: str) -> str:
 
 
 def identity(rec: FlowRecord) -> str:
-    if rec.destination_domain:
-        return registered_domain(rec.destination_domain)
-    if rec.destination_asn is not None or rec.destination_country:
-        return f"as{rec.destination_asn or 0}/{rec.destination_country or 'ZZ'}"
+    domain = rec.destination_domain
+    if domain:
+        return registered_domain(domain)
+    asn, country = rec.destination_asn, rec.destination_country
+    if asn is not None or country:
+        return _as_identity(asn, country)
     return rec.destination.ip
 
 
-_PORT_KEYS: dict[tuple[int, int], str] = {}
+@lru_cache(maxsize=65_536)
+def _as_identity(asn: int | None, country: str | None) -> str:
+    return f"as{asn or 0}/{country or 'ZZ'}"
+
+
+_PORT_KEYS: dict[int, str] = {}
 
 
 def port_key(rec: FlowRecord) -> str:
-    """Made once per (transport, port): this runs for every flow the baseline judges."""
+    """Made once per (transport, port), keyed by one int: this runs for every flow the baseline judges."""
     port = rec.destination.port
-    made = _PORT_KEYS.get((rec.transport, port))
+    made = _PORT_KEYS.get(rec.transport << 16 | port)
     if made is None:
         if len(_PORT_KEYS) >= 65_536:
             _PORT_KEYS.clear()
-        made = _PORT_KEYS[rec.transport, port] = f"{rec.transport_name}/{'ephemeral' if port >= EPHEMERAL else port}" if port else rec.transport_name
+        made = _PORT_KEYS[rec.transport << 16 | port] = f"{rec.transport_name}/{'ephemeral' if port >= EPHEMERAL else port}" if port else rec.transport_name
     return made

@@ -1,9 +1,9 @@
 """The baseline's judgement (SPEC: Learned baseline, Order and Volume), in flow time.
 
 Pure like the rest of the policy: the state comes in, the clock is the flow's own time.
-`scope()` is told of every egress flow of a group that learns (a scope's clock starts at
-its first one); `judge()` only of the flows that deny and allow left alone; `volume()` of
-every egress flow of a device whose group watches volume."""
+`observe()` is told of every egress flow of a group that learns (a scope's clock starts at
+its first one; a device's volume windows, where its group watches volume); `judge()` only
+of the flows that deny and allow left alone."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from egress.baseline.keys import identity, port_key
-from egress.baseline.settings import BaselineSettings
+from egress.baseline.settings import BaselineSettings, VolumeSettings
 from egress.baseline.state import BaselineState, Entry, Key, Scope, Volume
 from egress.model import FlowRecord
 
@@ -38,57 +38,65 @@ class Learner:
         self._learn_everything = learn_everything
         self.latest: dict[str, float] = {}  # scope → the latest flow end seen (for `baseline learn`)
 
-    def scope(self, rec: FlowRecord, group: str, settings: BaselineSettings) -> tuple[str, bool]:
-        """The flow's scope (its group, or its device), its clock started or moved back, and
-        whether it learns at the flow's start. Runs for every egress flow: one lookup."""
-        name = group if settings.scope == "group" else (rec.device_mac or rec.device_ip or rec.source.ip)
+    def observe(self, rec: FlowRecord, group: str, settings: BaselineSettings) -> tuple[str, bool, Crossing | None]:
+        """Every egress flow of a group that learns: its scope (the group, or the device), that
+        scope's clock started or moved back, whether it learns at the flow's start, and its
+        device's volume window's crossing if this flow made one. One call per flow, written
+        out in one body: it runs for every egress flow a rules consumer reads."""
+        device = rec.device_mac or rec.device_ip
+        name = group if settings.scope == "group" else (device or rec.source.ip)
         start = rec.start
-        scope = self.state.scopes.get(name)
+        state = self.state
+        scope = state.scopes.get(name)
         if scope is None:
-            scope = self.state.scopes[name] = Scope(group, start)
-            self.state.changed.add(("scope", name))
+            scope = state.scopes[name] = Scope(group, start)
+            state.changed.add(("scope", name))
         elif start < scope.start and scope.until is None:
             scope.start = start  # the earliest flow starts the clock, whatever order flows arrive in
-            self.state.changed.add(("scope", name))
+            state.changed.add(("scope", name))
         if self._learn_everything:
             if rec.end > self.latest.get(name, -math.inf):
                 self.latest[name] = rec.end
-            return name, True
-        return name, start < (scope.until if scope.until is not None else scope.start + settings.learn_for)
+            learning = True
+        else:
+            learning = start < (scope.until if scope.until is not None else scope.start + settings.learn_for)
+        v = settings.volume
+        if v is None or not device:
+            return name, learning, None
+        return name, learning, self._volume(rec, device, group, v, learning)
 
     def judge(self, rec: FlowRecord, scope: str, group: str, learning: bool) -> tuple[str, Key]:
         """`learned` (while learning), `known`, `held` (alerted before, not approved) or `new`
         (raise one new-destination alert); the key either way."""
         key = (scope, identity(rec), port_key(rec))
-        entry = self.state.entries.get(key)
+        state = self.state
+        entry = state.entries.get(key)
         if entry is None:
-            self.state.add(key, Entry(group, "learned" if learning else "alerted", rec.start, rec.end, 1, rec.source.bytes + rec.destination.bytes))
-            self.state.changed.add(("key", "\x1f".join(key)))
+            state.add(key, Entry(group, "learned" if learning else "alerted", rec.start, rec.end, 1, rec.source.bytes + rec.destination.bytes))
+            state.changed.add(("key", "\x1f".join(key)))
             return ("learned" if learning else "new"), key
         entry.flows += 1
         entry.bytes += rec.source.bytes + rec.destination.bytes
-        if rec.start < entry.first_seen:
-            entry.first_seen = rec.start
-        if rec.end > entry.last_seen:
-            entry.last_seen = rec.end
+        start, end = rec.start, rec.end
+        if start < entry.first_seen:
+            entry.first_seen = start
+        if end > entry.last_seen:
+            entry.last_seen = end
         if learning:
             return "learned", key
         return ("known" if entry.state == "learned" else "held"), key
 
-    def volume(self, rec: FlowRecord, group: str, settings: BaselineSettings, learning: bool) -> Crossing | None:
+    def _volume(self, rec: FlowRecord, device: str, group: str, v: VolumeSettings, learning: bool) -> Crossing | None:
         """Add the flow's outbound bytes to its device's window; the crossing, the first time a
         window after learning passes max(min_bytes, factor x the largest learned window).
 
         While learning, a grown maximum is written out (`changed`) only once it passed the last
         one written by 10%: a device's maximum grows with nearly every flow at first, and the
         limit it makes is `factor` times it, so a restart after a kill errs by at most that."""
-        v = settings.volume
-        device = rec.device_mac or rec.device_ip
-        if v is None or not device:
-            return None
-        volume = self.state.volumes.get(device)
+        volumes = self.state.volumes
+        volume = volumes.get(device)
         if volume is None:
-            volume = self.state.volumes[device] = Volume(group)
+            volume = volumes[device] = Volume(group)
         end = rec.end
         window = v.window
         start = end - end % window

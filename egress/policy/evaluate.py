@@ -187,8 +187,7 @@ class Evaluator:
         settings = compiled.baseline
         scope, learning = "", False
         if settings is not None:
-            scope, learning = self.learner.scope(rec, group.name, settings)
-            crossing = self.learner.volume(rec, group.name, settings, learning)
+            scope, learning, crossing = self.learner.observe(rec, group.name, settings)
             if crossing is not None:
                 alerts.append(self._volume_alert(rec, group, crossing))
         ip = _ip_int(rec.destination.ip)

@@ -83,7 +83,7 @@ def test_learning_then_enforcing_in_flow_time() -> None:
                           (T0 + 599, "203.0.113.9", None), (T0 + 600, "198.51.100.21", "eu2.vms.eyecloud.co.uk"),
                           (T0 + 700, "198.51.100.150", "uploads.example.net"), (T0 + 800, "198.51.100.151", "other.example.net")):  # fmt: skip
         rec = flow(t, dest, name=name)
-        scope, learning = learner.scope(rec, "street-cctv", settings)
+        scope, learning, _ = learner.observe(rec, "street-cctv", settings)
         outcomes.append(learner.judge(rec, scope, "street-cctv", learning)[0])
     assert outcomes == ["learned", "learned", "learned", "known", "new", "held"]
     assert learner.state.scopes["street-cctv"].start == T0  # the earliest flow starts the clock
@@ -95,13 +95,13 @@ def test_device_scope_learns_per_device() -> None:
     settings = BaselineSettings(learn_for=60, scope="device")
     learner = Learner(BaselineState())
     first = flow(T0, name="eu1.vms.eyecloud.co.uk")
-    learner.judge(first, learner.scope(first, "g", settings)[0], "g", True)
+    learner.judge(first, learner.observe(first, "g", settings)[0], "g", True)
     other = flow(T0 + 120, name="eu1.vms.eyecloud.co.uk", mac="3C-EF-8C-00-00-21")
-    scope, learning = learner.scope(other, "g", settings)
+    scope, learning, _ = learner.observe(other, "g", settings)
     assert scope == "3C-EF-8C-00-00-21" and learning
     assert learner.judge(other, scope, "g", learning) == ("learned", (scope, "eyecloud.co.uk", "tcp/443"))
     late = flow(T0 + 200, name="eu1.vms.eyecloud.co.uk", mac="3C-EF-8C-00-00-21")
-    scope, learning = learner.scope(late, "g", settings)
+    scope, learning, _ = learner.observe(late, "g", settings)
     assert not learning and learner.judge(late, scope, "g", learning)[0] == "known"
 
 
@@ -113,8 +113,7 @@ def test_one_volume_crossing_per_window_past_the_limit() -> None:
 
     def add(t: float, size: int) -> object:
         rec = flow(t, out=size)
-        _, learning = learner.scope(rec, "g", settings)
-        return learner.volume(rec, "g", settings, learning)
+        return learner.observe(rec, "g", settings)[2]
 
     assert [add(T0 + s, 400) for s in (0, 10, 70)] == [None, None, None]  # learned max 800 (first window)
     assert add(T0 + 700, 2000) is None  # 2000 <= max(1000, 2400)
@@ -129,9 +128,8 @@ def test_state_round_trips_and_refuses_what_is_not_a_baseline(tmp_path: Path) ->
     learner = Learner(BaselineState())
     settings = BaselineSettings(learn_for=10, volume=VolumeSettings(60, 3, 10))
     rec = flow(T0, "2001:db8::5", name=None)
-    scope, _ = learner.scope(rec, "g", settings)
-    learner.judge(rec, scope, "g", True)
-    learner.volume(rec, "g", settings, True)
+    scope, learning, _ = learner.observe(rec, "g", settings)
+    learner.judge(rec, scope, "g", learning)
     doc = json.loads(json.dumps(learner.state.to_doc()))
     again = BaselineState.from_doc(doc)
     assert again.to_doc() == learner.state.to_doc()

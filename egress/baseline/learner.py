@@ -92,7 +92,9 @@ class Learner:
 
         While learning, a grown maximum is written out (`changed`) only once it passed the last
         one written by 10%: a device's maximum grows with nearly every flow at first, and the
-        limit it makes is `factor` times it, so a restart after a kill errs by at most that."""
+        limit it makes is `factor` times it, so a restart after a kill errs by at most that. Nor
+        is it written while `factor` times it stays under `min_bytes`: the limit is `min_bytes`
+        then, whatever the maximum (most cameras' windows never come near it)."""
         volumes = self.state.volumes
         volume = volumes.get(device)
         if volume is None:
@@ -110,7 +112,7 @@ class Learner:
         if learning:
             if size > volume.learned_max:
                 volume.learned_max = size
-                if size > volume.noted * 1.1:
+                if size > volume.noted * 1.1 and v.factor * size > v.min_bytes:
                     volume.noted = size
                     self.state.changed.add(("volume", device))
             return None

@@ -123,6 +123,21 @@ def test_one_volume_crossing_per_window_past_the_limit() -> None:
     assert add(T0 + 790, 2401) is not None  # the next window crosses again
 
 
+def test_a_learned_maximum_is_written_only_when_it_moves_the_limit() -> None:
+    """While factor x the largest window stays under min_bytes the limit is min_bytes, so the
+    maximum is not written out (the topic would get a record per device per flow); past it,
+    a maximum is written each time it grows by more than 10%."""
+    settings = BaselineSettings(learn_for=6000, volume=VolumeSettings(window=600, factor=3, min_bytes=3000))
+    learner = Learner(BaselineState())
+    written = []
+    for i in range(12):
+        learner.observe(flow(T0 + i, out=100), "g", settings)  # window up to 1,200 bytes: 3 x 1,200 > 3,000 only from 1,001
+        written.append(("volume", "44-19-B6-12-34-56") in learner.state.changed)
+        learner.state.changed.clear()
+    assert learner.state.volumes["44-19-B6-12-34-56"].learned_max == 1200
+    assert written == [False] * 10 + [True, False]  # 1,100 is the first past 1,000; 1,200 is under 1.1 x 1,100
+
+
 def test_state_round_trips_and_refuses_what_is_not_a_baseline(tmp_path: Path) -> None:
     """The JSON form holds everything learned; another format or version is refused by name."""
     learner = Learner(BaselineState())

@@ -27,7 +27,7 @@ EXPECTED: dict[str, set[tuple[str, str, int, str, str, str]]] = {
     },
     "building-cctv-ipv6.pcapng": {
         ("AC-CC-8E-00-00-31", "2001:db8:1::5", 443, "tcp", "deny", "hostile-states"),
-        ("AC-CC-8E-00-00-31", "198.51.100.99", 3478, "udp", "unexpected", "unexpected-destination"),
+        ("AC-CC-8E-00-00-31", "198.51.100.99", 3478, "udp", "deny", "camera-p2p"),  # STUN by its first bytes
         ("02-00-00-00-00-99", "198.51.100.10", 443, "tcp", "unexpected", "unexpected-destination"),
     },
     "trunk-qinq-mixed.pcap": {

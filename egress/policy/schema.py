@@ -80,7 +80,7 @@ class RuleEntry(_Strict):
         for i, v in enumerate(_as_list(value)):
             text = str(v).strip()
             if text.startswith("set:"):
-                out += resolve_set(text.removeprefix("set:"), sets, (i,))
+                out += _resolve_set(text.removeprefix("set:"), sets, (i,))
             else:
                 try:
                     out.append(parse_destination(text))
@@ -241,7 +241,7 @@ class Policy(_Strict):
         return value
 
 
-def resolve_set(name: str, sets: dict[str, tuple[Destination, ...]] | None, at: tuple[int, ...]) -> tuple[Destination, ...]:
+def _resolve_set(name: str, sets: dict[str, tuple[Destination, ...]] | None, at: tuple[int, ...]) -> tuple[Destination, ...]:
     """A `set:NAME` entry's destinations, from the sets the loader read (`context["sets"]`)."""
     if sets and name in sets:
         return sets[name]

@@ -63,6 +63,7 @@ _PLAIN_IP4 = struct.Struct("!12sH" + _IPV4.format[1:])  # Ethernet, IPv4
 _VLAN_8021Q, _VLAN_8021AD, _VLAN_9100 = 0x8100, 0x88A8, 0x9100
 _IP4, _IP6, _PPPOE_SESSION = 0x0800, 0x86DD, 0x8864
 _DNS = 53
+_STUN_COOKIE = b"\x21\x12\xa4\x42"  # RFC 5389; Dahua's inverted STUN starts 0xFE/0xFF, on the slow path already
 _TLS_HANDSHAKE = 0x16
 _FOLLOW_MAX = 4096  # TCP directions whose next segments go to tshark (a request's headers, a long ClientHello)
 _FOLLOW_SEGMENTS = 64  # at most this many segments followed per request: an endless header block is not a name
@@ -145,8 +146,10 @@ class HeaderDecoder:
                 if proto == UDP and l4 + 8 <= end:
                     sport, dport = ports(buf, l4)
                     at = l4 + 8
-                    # first bytes 0 and 1 (STUN), A-Z (HTTP, Dahua), 0xC0 and up (QUIC, CS2): `decode` looks closer
-                    if sport != _DNS and dport != _DNS and (at >= end or 1 < (first := buf[at]) < 0x41 or 0x5A < first < 0xC0):
+                    # A-Z (HTTP, Dahua), 0xC0 and up (QUIC, CS2) and STUN's cookie after 0 or 1: `decode` looks closer
+                    if sport != _DNS and dport != _DNS and (
+                        at >= end or 1 < (first := buf[at]) < 0x41 or 0x5A < first < 0xC0 or (first < 2 and buf[at + 4 : at + 8] != _STUN_COOKIE)
+                    ):
                         pkt = Packet(ts, length, src_mac, dst_mac, vlans, src, dst, UDP, sport, dport, 0, -1, -1, None, None, interface)
                 elif proto == TCP and l4 + 14 <= end:
                     sport, dport, word = tcp(buf, l4)

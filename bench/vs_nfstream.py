@@ -72,7 +72,9 @@ def policy_for(variant: str) -> str:
     if variant == "normal":
         return str(base.relative_to(REPO))
     remote = OUT / "policy-all-remote.yaml"
+    # the pack it includes stays where it is: the variant is written elsewhere
     lines = [("local_networks: [127.0.0.0/8]" if ln.startswith("local_networks:") else ln) for ln in base.read_text().splitlines()]
+    lines = [ln.replace("include: [policies/", f"include: [{base.parent}/policies/") for ln in lines]
     remote.write_text("\n".join(lines) + "\n")
     return str(remote)
 

@@ -201,6 +201,8 @@ def cmd_check(args: argparse.Namespace, resolved: ResolvedConfig) -> int:
     rules = sum(len(g.allow) + len(g.deny) for g in policy.groups)
     print(f"config OK: {resolved.file.path if resolved.file else 'built-in defaults'}")
     print(f"policy OK: {config.policy_file} ({len(policy.groups)} groups, {rules} rules, default_verdict {policy.default_verdict})")
+    for pack in policy.included:
+        print(f"  included {pack.path} (version {pack.version}): {len(pack.sets)} sets: {', '.join(pack.sets)}")
     for warning in policy.warnings:
         print(f"egress: warning: {warning}", file=sys.stderr)
     if policy.baseline is not None or any(g.baseline is not None for g in policy.groups):

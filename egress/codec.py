@@ -98,6 +98,7 @@ def flow_to_ecs(rec: FlowRecord, group: str | None = None) -> dict[str, Any]:
         if len(rec.vlans) > 1:
             network["inner"] = {"vlan": {"id": str(rec.vlans[-1])}}
     _put(network, "community_id", rec.community_id)
+    _put(network, "protocol", rec.protocol)
     network["direction"] = rec.direction
     network["bytes"] = rec.source.bytes + rec.destination.bytes
     network["packets"] = rec.source.packets + rec.destination.packets
@@ -257,6 +258,7 @@ def decode_flow(data: bytes) -> FlowRecord:
             observer.get("name", ""),
             observer.get("hostname", ""),
             ((observer.get("ingress") or _EMPTY).get("interface") or _EMPTY).get("name", ""),
+            network.get("protocol"),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DecodeError(f"not a flow record: {type(exc).__name__}: {exc}") from None

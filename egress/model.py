@@ -60,6 +60,7 @@ class Packet:
     dns: DnsAnswer | None = None
     server_name: str | None = None  # TLS SNI or HTTP Host the sender named
     interface: str = ""
+    protocol: str | None = None  # a camera P2P or NAT-traversal protocol its payload starts (capture.payload)
 
 
 @dataclass(slots=True)
@@ -102,6 +103,7 @@ class FlowRecord:
     observer_name: str = ""
     observer_hostname: str = ""
     interface: str = ""
+    protocol: str | None = None  # ECS network.protocol: from the flow's first packet that tells one
 
     @property
     def device(self) -> str | None:

@@ -27,7 +27,7 @@ EXPECTED: dict[str, set[tuple[str, str, int, str, str, str]]] = {
     },
     "building-cctv-ipv6.pcapng": {
         ("AC-CC-8E-00-00-31", "2001:db8:1::5", 443, "tcp", "deny", "hostile-states"),
-        ("AC-CC-8E-00-00-31", "198.51.100.99", 3478, "udp", "unexpected", "unexpected-destination"),
+        ("AC-CC-8E-00-00-31", "198.51.100.99", 3478, "udp", "deny", "camera-p2p"),  # STUN by its first bytes
         ("02-00-00-00-00-99", "198.51.100.10", 443, "tcp", "unexpected", "unexpected-destination"),
     },
     "trunk-qinq-mixed.pcap": {
@@ -200,6 +200,9 @@ def test_real_camera_capture_groups_to_its_conversations_with_tsharks_totals(tmp
         total[0] += 1
         total[1] += int(length)
     assert len({(r["device_mac"], r["destination_ip"], r["transport"], r["destination_port"], r["rule"]) for r in rows}) == len(rows) == 6
+    assert {(r["destination_port"], r["protocol"]) for r in rows} == {("32100", "cs2-p2p"), ("443", ""), ("", "")}  # CS2 keepalives, TLS, ICMP
+    table = run_egress("analyze", capture, "--policy", policy).stdout
+    assert "protocol" in table and "cs2-p2p" in table
     for row in rows:
         device, remote = row["device_ip"], row["destination_ip"]
         assert [int(row["packets_out"]), int(row["bytes_out"])] == conv.get((device, remote), [0, 0]), remote

@@ -16,7 +16,7 @@ def record(**kw: object) -> FlowRecord:
         start=1768471200.123456, end=1768471260.5, transport=UDP, source=Endpoint("10.20.1.11", 40000, "44-19-B6-12-34-56", 100, 2),
         destination=Endpoint("192.0.2.50", 32100, None, 50, 1), vlans=(100, 20), community_id="1:abc", direction="outbound",
         device_mac="44-19-B6-12-34-56", device_ip="10.20.1.11", device_manufacturer="Hikvision", destination_domains=("a.example", "b.example"),
-        destination_domain="a.example", destination_country="CN", destination_asn=4134, destination_as_org="CHINANET", site="london",
+        destination_domain="a.example", destination_country="CN", destination_asn=4134, destination_as_org="CHINANET", site="london", protocol="cs2-p2p",
     )  # fmt: skip
     for key, value in kw.items():
         setattr(rec, key, value)
@@ -43,6 +43,7 @@ def test_ecs_shape() -> None:
     assert doc["event"]["duration"] == 60_376_544_000
     assert doc["@timestamp"] == "2026-01-15T10:01:00.500000Z"
     assert "mac" not in doc["destination"]
+    assert doc["network"]["protocol"] == "cs2-p2p" and "protocol" not in flow_to_ecs(record(protocol=None))["network"]
 
 
 @pytest.mark.parametrize("name", ["evil\x00\x07name\n.example", "x" * 10_000, "caf\udce9.example".encode("utf-8", "surrogateescape").decode("utf-8", "replace"), '"}{"', "\u202etxt.exe"])

@@ -28,6 +28,7 @@ import struct
 from collections import OrderedDict
 from typing import Final
 
+from egress.capture.payload import CANDIDATE_FIRST_BYTES, identify
 from egress.model import ICMP, ICMPV6, TCP, UDP, Packet
 
 __all__ = ["HeaderDecoder", "DISSECT", "NON_IP", "ETHERNET"]
@@ -62,6 +63,7 @@ _PLAIN_IP4 = struct.Struct("!12sH" + _IPV4.format[1:])  # Ethernet, IPv4
 _VLAN_8021Q, _VLAN_8021AD, _VLAN_9100 = 0x8100, 0x88A8, 0x9100
 _IP4, _IP6, _PPPOE_SESSION = 0x0800, 0x86DD, 0x8864
 _DNS = 53
+_STUN_COOKIE = b"\x21\x12\xa4\x42"  # RFC 5389; Dahua's inverted STUN starts 0xFE/0xFF, on the slow path already
 _TLS_HANDSHAKE = 0x16
 _FOLLOW_MAX = 4096  # TCP directions whose next segments go to tshark (a request's headers, a long ClientHello)
 _FOLLOW_SEGMENTS = 64  # at most this many segments followed per request: an endless header block is not a name
@@ -86,7 +88,7 @@ def _quic_version(version: int) -> bool:
     return version in (1, 0x6B3343CF) or version >> 8 == 0xFF0000 or version >> 4 == 0xFACEB00 or version >> 16 in (0x5130, 0x5430)
 
 
-_Transport = tuple[str, str, int, int, int, int, int, int]  # src, dst, proto, ports, TCP flags, ICMP type and code
+_Transport = tuple[str, str, int, int, int, int, int, int, str | None]  # src, dst, proto, ports, TCP flags, ICMP type and code, P2P protocol
 
 
 class HeaderDecoder:
@@ -144,7 +146,10 @@ class HeaderDecoder:
                 if proto == UDP and l4 + 8 <= end:
                     sport, dport = ports(buf, l4)
                     at = l4 + 8
-                    if sport != _DNS and dport != _DNS and (at >= end or (first := buf[at]) < 0x41 or 0x5A < first < 0xC0):
+                    # A-Z (HTTP, Dahua), 0xC0 and up (QUIC, CS2) and STUN's cookie after 0 or 1: `decode` looks closer
+                    if sport != _DNS and dport != _DNS and (
+                        at >= end or 1 < (first := buf[at]) < 0x41 or 0x5A < first < 0xC0 or (first < 2 and buf[at + 4 : at + 8] != _STUN_COOKIE)
+                    ):
                         pkt = Packet(ts, length, src_mac, dst_mac, vlans, src, dst, UDP, sport, dport, 0, -1, -1, None, None, interface)
                 elif proto == TCP and l4 + 14 <= end:
                     sport, dport, word = tcp(buf, l4)
@@ -189,10 +194,10 @@ class HeaderDecoder:
             return NON_IP
         if ip is None:
             return DISSECT
-        src, dst, proto, sport, dport, flags, icmp_type, icmp_code = ip
+        src, dst, proto, sport, dport, flags, icmp_type, icmp_code, protocol = ip
         dst_mac, src_mac = self._mac_pairs.get(pair) or self._mac_pair(pair)
         ts = (sec * self._units + frac) / self._units  # exact: the float that tshark's decimal time parses to
-        return Packet(ts, length, src_mac, dst_mac, vlans, src, dst, proto, sport, dport, flags, icmp_type, icmp_code, None, None, self._interface)
+        return Packet(ts, length, src_mac, dst_mac, vlans, src, dst, proto, sport, dport, flags, icmp_type, icmp_code, None, None, self._interface, protocol)
 
     def _mac_pair(self, raw: bytes) -> tuple[str, str]:
         if len(self._mac_pairs) >= _CACHE_MAX:
@@ -265,6 +270,7 @@ class HeaderDecoder:
                 return None
             sport, dport = _PORTS.unpack_from(buf, l4)
             at = l4 + 8
+            protocol = None
             if sport == _DNS or dport == _DNS:
                 if at + 3 > end or buf[at + 2] & 0x80:
                     return None  # a DNS answer (or one too short to tell)
@@ -274,7 +280,9 @@ class HeaderDecoder:
                     return None  # a QUIC long header: an Initial names the server
                 if 0x41 <= first <= 0x5A and bytes(buf[at : at + 4]) in _HTTP_METHODS:
                     return None  # SSDP and other HTTP over UDP: tshark reads a Host
-            return (src, dst, UDP, sport, dport, 0, -1, -1)
+                if first in CANDIDATE_FIRST_BYTES:
+                    protocol = identify(buf, at, end, ((buf[l4 + 4] << 8) | buf[l4 + 5]) - 8)
+            return (src, dst, UDP, sport, dport, 0, -1, -1, protocol)
         if proto == TCP:
             if l4 + 14 > end:
                 return None
@@ -285,11 +293,11 @@ class HeaderDecoder:
                 return None
             if at < l4_end and self._may_name(buf, at, min(end, l4_end), l4_end - at, (src_id, dst_id, sport, dport), sport, dport):
                 return None
-            return (src, dst, TCP, sport, dport, word & 0x0FFF, -1, -1)
+            return (src, dst, TCP, sport, dport, word & 0x0FFF, -1, -1, None)
         if proto == ICMP or proto == ICMPV6:
             if l4 + 2 > end:
                 return None
-            return (src, dst, proto, 0, 0, 0, buf[l4], buf[l4 + 1])
+            return (src, dst, proto, 0, 0, 0, buf[l4], buf[l4 + 1], None)
         return None
 
     def _may_name(self, buf: bytes | bytearray, at: int, cap_end: int, size: int, way: tuple[object, ...], sport: int, dport: int) -> bool:

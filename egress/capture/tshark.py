@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from egress.capture.payload import identify
 from egress.capture.process import spawn
 from egress.errors import DependencyMissing
 from egress.model import ICMP, ICMPV6, TCP, UDP, DnsAnswer, Packet
@@ -52,6 +53,8 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("d6a", "dns.aaaa", 0),
     ("sni", "tls.handshake.extensions_server_name", 1),
     ("host", "http.host", 1),
+    ("upl", "udp.payload", 1),  # tshark prints the first 36 bytes: enough for `payload.identify`
+    ("ulen", "udp.length", 1),
 )
 _NCOLS = len(COLUMNS)
 
@@ -62,6 +65,7 @@ PROTOCOLS: tuple[str, ...] = (
 )  # fmt: skip
 
 _ICMP_PROTOS = {ICMP, ICMPV6}
+_DNS = 53
 
 
 def tshark_path() -> str:
@@ -157,6 +161,15 @@ def _dns(cols: list[str]) -> DnsAnswer | None:
     return DnsAnswer(tuple(n.lower().rstrip(".") for n in names), tuple(addrs))
 
 
+def _protocol(payload_hex: str, udp_length: str) -> str | None:
+    """What the header reader's `decode` would name from the same datagram."""
+    try:
+        head = bytes.fromhex(payload_hex[:16])
+    except ValueError:
+        return None
+    return identify(head, 0, len(head), _int(udp_length) - 8)
+
+
 def parse_line(line: str, stats: LineStats, interface: str = "") -> Packet | None:
     """One tshark line → a Packet, or None for a frame egress has no use for (counted)."""
     cols = line.rstrip("\n").split("\t")
@@ -187,6 +200,8 @@ def parse_line(line: str, stats: LineStats, interface: str = "") -> Packet | Non
     elif cols[15]:
         pkt.proto = UDP
         pkt.sport, pkt.dport = _int(cols[15]), _int(cols[16])
+        if cols[28] and pkt.sport != _DNS and pkt.dport != _DNS:
+            pkt.protocol = _protocol(cols[28], cols[29])
     if pkt.proto not in _ICMP_PROTOS:
         if cols[21]:
             pkt.dns = _dns(cols)

@@ -42,10 +42,10 @@ class _Flow:
 
     __slots__ = (
         "a_ip", "a_port", "b_ip", "b_port", "a_mac", "b_mac", "proto", "vlans", "interface",
-        "first", "last", "a_bytes", "a_pkts", "b_bytes", "b_pkts", "a_is_initiator", "icmp_type", "icmp_code",
+        "first", "last", "a_bytes", "a_pkts", "b_bytes", "b_pkts", "a_is_initiator", "icmp_type", "icmp_code", "protocol",
     )  # fmt: skip
 
-    def __init__(self, pkt: Packet, a_is_initiator: bool | None) -> None:
+    def __init__(self, pkt: Packet, a_is_initiator: bool | None, protocol: str | None) -> None:
         self.a_ip, self.a_port, self.b_ip, self.b_port = pkt.src_ip, pkt.sport, pkt.dst_ip, pkt.dport
         self.a_mac, self.b_mac = pkt.src_mac, pkt.dst_mac
         self.proto, self.vlans, self.interface = pkt.proto, pkt.vlans, pkt.interface
@@ -53,6 +53,7 @@ class _Flow:
         self.a_bytes = self.a_pkts = self.b_bytes = self.b_pkts = 0
         self.a_is_initiator = a_is_initiator
         self.icmp_type, self.icmp_code = pkt.icmp_type, pkt.icmp_code
+        self.protocol = pkt.protocol or protocol
 
 
 class FlowTable:
@@ -117,6 +118,8 @@ class FlowTable:
                 from_a = False
             if ts > flow.last:
                 flow.last = ts
+            if pkt.protocol is not None and flow.protocol is None:  # the first packet that tells
+                flow.protocol = pkt.protocol
             if flow.a_is_initiator is None:
                 _initiator(flow, pkt, from_a)
         self._clock, self._next_sweep = clock, next_sweep
@@ -124,13 +127,14 @@ class FlowTable:
 
     def _begin(self, key: tuple[object, ...], pkt: Packet, flow: _Flow | None, out: list[FlowRecord]) -> _Flow:
         """A new flow for this packet's key. `flow`: the one that reached the active timeout,
-        exported here and carried on as a new record with the same initiator."""
-        carried = None
+        exported here and carried on as a new record with the same initiator and protocol."""
+        carried, protocol = None, None
         if flow is not None:
             del self._flows[key]
             out.append(self._export(flow))
             carried = flow.a_is_initiator if flow.a_ip == pkt.src_ip and flow.a_port == pkt.sport else _flip(flow.a_is_initiator)
-        flow = _Flow(pkt, carried)
+            protocol = flow.protocol
+        flow = _Flow(pkt, carried, protocol)
         self._flows[key] = flow
         if len(self._flows) > self._settings.max_flows:
             _, oldest = self._flows.popitem(last=False)
@@ -186,6 +190,7 @@ class FlowTable:
             icmp_type=icmp_type,
             icmp_code=icmp_code,
             interface=flow.interface,
+            protocol=flow.protocol,
         )
 
 

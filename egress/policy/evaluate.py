@@ -49,7 +49,7 @@ def _event_id(*parts: str) -> str:
 class _Rule:
     """A rule entry compiled for speed: sets, integer networks, a suffix tuple."""
 
-    __slots__ = ("name", "id", "description", "severity", "countries", "asns", "ports", "nets", "hosts", "suffixes", "has_destinations")
+    __slots__ = ("name", "id", "description", "severity", "countries", "asns", "ports", "protocols", "nets", "hosts", "suffixes", "has_destinations")
 
     def __init__(self, rule: RuleEntry, rule_id: str) -> None:
         self.name = rule.name
@@ -59,12 +59,15 @@ class _Rule:
         self.countries = frozenset(rule.countries) or None
         self.asns = frozenset(rule.asns) or None
         self.ports = tuple((p.transport, p.low, p.high) for p in rule.ports) or None
+        self.protocols = frozenset(rule.protocols) or None
         self.nets = tuple((d.network.version, int(d.network.network_address), int(d.network.netmask)) for d in rule.destinations if d.network is not None)
         self.hosts = frozenset(d.hostname for d in rule.destinations if d.hostname is not None)
         self.suffixes = tuple(d.suffix for d in rule.destinations if d.suffix is not None)
         self.has_destinations = bool(rule.destinations)
 
     def matches(self, rec: FlowRecord, ip: tuple[int, int] | None) -> bool:
+        if self.protocols is not None and rec.protocol not in self.protocols:
+            return False
         if self.countries is not None and rec.destination_country not in self.countries:
             return False
         if self.asns is not None and rec.destination_asn not in self.asns:
@@ -220,6 +223,8 @@ class Evaluator:
         rule_id = f"{group.name}/{category}/{rule_name}"
         where = ", ".join(x for x in (rec.destination_country, f"AS{rec.destination_asn}" if rec.destination_asn else "") if x)
         port = f"{rec.transport_name}/{rec.destination.port}" if rec.destination.port else rec.transport_name
+        if rec.protocol:
+            port += f" {rec.protocol}"
         verb = "denied egress" if category == "deny" else "unexpected egress"
         message = f"{verb}: {self._device_label(rec)} → {_destination(rec.destination_domain, rec.destination.ip)} {port}" + (f" ({where})" if where else "")
         message += f" by rule {rule_name} of group {group.name}"

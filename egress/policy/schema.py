@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ import pycountry
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from egress.baseline.settings import BaselineSection
+from egress.capture.payload import PROTOCOLS
 from egress.localnet import DEFAULT_LOCAL_NETWORKS, IPNetwork
 from egress.mac import normalise as normalise_mac
+from egress.policy.destinations import Destination, parse_destination
+from egress.policy.packs import Included, load_sets
 from egress.policy.vendors import vendor_problem
 from egress.yamlfile import ItemError, LocatedYaml, load_located, validate
 
@@ -28,7 +32,6 @@ _MAX_ASN = 2**32 - 1
 # databases answer). "UK" is the commonest slip: ISO's code is GB.
 _COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries) | {"XK"}
 _COUNTRY_HINTS = {"UK": "GB", "EL": "GR"}
-_HOST = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,62})?)(\.[a-z0-9_]([a-z0-9_-]{0,62})?)*\.?$")
 
 
 class _Strict(BaseModel):
@@ -45,15 +48,6 @@ class PortRange:
         return (self.transport == "any" or self.transport == transport) and self.low <= port <= self.high
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """An IP network, an exact hostname, or a `*.` wildcard (subdomains at any depth)."""
-
-    network: IPNetwork | None = None
-    hostname: str | None = None
-    suffix: str | None = None  # ".example.com" for "*.example.com"
-
-
 def parse_port(text: str) -> PortRange:
     m = _PORT.match(str(text).strip().lower())
     if not m:
@@ -65,20 +59,6 @@ def parse_port(text: str) -> PortRange:
     return PortRange(m.group(1), low, high)
 
 
-def parse_destination(text: str) -> Destination:
-    value = str(text).strip()
-    try:
-        return Destination(network=ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        pass
-    host = value.lower().rstrip(".")
-    if not _HOST.match(host):
-        raise ValueError(f"destination {text!r} is neither an IP, a CIDR, a hostname nor a *.wildcard")
-    if host.startswith("*."):
-        return Destination(suffix=host[1:])
-    return Destination(hostname=host)
-
-
 class RuleEntry(_Strict):
     """One allow or deny entry: every key given must hold."""
 
@@ -87,13 +67,38 @@ class RuleEntry(_Strict):
     countries: tuple[str, ...] = ()
     asns: tuple[int, ...] = ()
     ports: tuple[PortRange, ...] = ()
+    protocols: tuple[str, ...] = ()
     severity: Severity | None = None
     description: str = ""
 
     @field_validator("destinations", mode="before")
     @classmethod
-    def _destinations(cls, value: object) -> tuple[Destination, ...]:
-        return tuple(parse_destination(str(v)) for v in _as_list(value))
+    def _destinations(cls, value: object, info: ValidationInfo) -> tuple[Destination, ...]:
+        """Entries, and `set:NAME` for a destination set of an included pack (`policy.packs`)."""
+        sets = info.context.get("sets") if isinstance(info.context, dict) else None
+        out: list[Destination] = []
+        for i, v in enumerate(_as_list(value)):
+            text = str(v).strip()
+            if text.startswith("set:"):
+                out += _resolve_set(text.removeprefix("set:"), sets, (i,))
+            else:
+                try:
+                    out.append(parse_destination(text))
+                except ValueError as exc:
+                    raise ItemError((i,), str(exc)) from None
+        return tuple(out)
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _protocols(cls, value: object) -> tuple[str, ...]:
+        out = []
+        for i, v in enumerate(_as_list(value)):
+            name = str(v).strip().lower()
+            if name not in PROTOCOLS:
+                hint = " (ThroughTek Kalay has no detector: its first bytes are scrambled)" if name == "kalay" else ""
+                raise ItemError((i,), f"protocol {v!r} is not one egress detects ({', '.join(PROTOCOLS)}){hint}")
+            out.append(name)
+        return tuple(out)
 
     @field_validator("ports", mode="before")
     @classmethod
@@ -122,8 +127,8 @@ class RuleEntry(_Strict):
 
     @model_validator(mode="after")
     def _not_empty(self) -> RuleEntry:
-        if not (self.destinations or self.countries or self.asns or self.ports):
-            raise ValueError(f"rule {self.name!r} has no destinations, countries, asns or ports: it would match everything")
+        if not (self.destinations or self.countries or self.asns or self.ports or self.protocols):
+            raise ValueError(f"rule {self.name!r} has no destinations, countries, asns, ports or protocols: it would match everything")
         return self
 
 
@@ -195,7 +200,14 @@ class Policy(_Strict):
     default_verdict: Literal["alert", "allow"] = "alert"
     baseline: BaselineSection | None = None  # absent: no learning
     name: str = "egress-policy"  # rule.ruleset in alert records
+    include: tuple[str, ...] = ()  # destination-set packs (`policy.packs`), read by `load_policy`
     _warnings: tuple[str, ...] = PrivateAttr(default=())
+    _included: tuple[Included, ...] = PrivateAttr(default=())
+
+    @property
+    def included(self) -> tuple[Included, ...]:
+        """The packs read for `include`, theirs too, in the order they were read."""
+        return self._included
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -227,6 +239,17 @@ class Policy(_Strict):
             first, second = dup
             raise ItemError((second,), f"MAC {value[second].mac} is listed twice (first at devices.{first})")
         return value
+
+
+def _resolve_set(name: str, sets: dict[str, tuple[Destination, ...]] | None, at: tuple[int, ...]) -> tuple[Destination, ...]:
+    """A `set:NAME` entry's destinations, from the sets the loader read (`context["sets"]`)."""
+    if sets and name in sets:
+        return sets[name]
+    if not sets:
+        raise ItemError(at, f"unknown destination set {name!r}: no pack is included (add `include: [PACK.yaml]` at the top level)")
+    close = difflib.get_close_matches(name, sets, n=1, cutoff=0.75)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ItemError(at, f"unknown destination set {name!r} ({hint}the included packs have {', '.join(sorted(sets))})")
 
 
 def _duplicate(keys: list[str]) -> tuple[int, int] | None:
@@ -266,8 +289,10 @@ def _network(value: object) -> IPNetwork:
 def load_policy(path: Path) -> Policy:
     """Load and validate; a bad policy is refused as a whole (UsageError, file:line lines)."""
     doc = load_located(path, "policy")
-    policy = validate(Policy, doc, context={"vendors": True})
+    sets = load_sets(doc)
+    policy = validate(Policy, doc, context={"vendors": True, "sets": sets.sets})
     policy._warnings = tuple(_warnings(policy, doc))
+    policy._included = sets.included
     return policy
 
 

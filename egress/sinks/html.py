@@ -77,7 +77,7 @@ def _alert_rows(groups: Sequence[AlertGroup], devices: dict[str, DeviceRow]) -> 
             "first_seen": utc_seconds(g.first_seen), "last_seen": utc_seconds(g.last_seen), "category": a.category,
             "rule": a.rule_name, "severity": a.severity, "group": a.group, "device": device, "device_name": a.device_name,
             "vendor": f.device_manufacturer or "", "covered": bool(row and row.covered), "destination": f.destination.ip,
-            "port": g.port, "name": g.name, "country": f.destination_country or "", "asn": f.destination_asn or "",
+            "port": g.port, "protocol": f.protocol or "", "name": g.name, "country": f.destination_country or "", "asn": f.destination_asn or "",
             "flows": g.flows, "bytes_out": g.bytes_out, "bytes_in": g.bytes_in, "message": a.message,
         })  # fmt: skip
     return rows
@@ -107,7 +107,7 @@ def render_html(run: RunInfo, overview: OverviewData, groups: Sequence[AlertGrou
     return _ENV.get_template("report.html.j2").render(
         run=run, version=__version__, generated=utc_seconds(run.generated or time.time()), span=_span(overview.first_seen, overview.last_seen),
         devices=overview.devices, device_alerts=per_device, egress_bytes=overview.egress_bytes, covered=sum(r.covered for r in overview.devices),
-        alerts=alerts, groups=len(groups), filters={k: _options(alerts, k) for k in ("category", "severity", "rule", "group", "country")},
+        alerts=alerts, groups=len(groups), filters={k: _options(alerts, k) for k in ("category", "severity", "rule", "group", "country", "protocol")},
         countries=overview.countries, destinations=sum(c.destinations for c in overview.countries), country_label=charts.country_label,
         figures=figures, empty=empty, human=_human, plotly_js=Markup(get_plotlyjs()),
     )  # fmt: skip

@@ -27,7 +27,7 @@ __all__ = ["Report", "CSV_COLUMNS"]
 Format = Literal["table", "json", "csv", "html"]
 CSV_COLUMNS = (
     "first_seen", "last_seen", "category", "rule", "severity", "group", "device_mac", "device_ip", "vendor",
-    "destination_ip", "destination_port", "transport", "domain", "country", "asn",
+    "destination_ip", "destination_port", "transport", "protocol", "domain", "country", "asn",
     "flows", "bytes_out", "bytes_in", "packets_out", "packets_in",
 )  # fmt: skip
 
@@ -37,7 +37,7 @@ def _row(g: AlertGroup) -> tuple[str, ...]:
     return (
         utc_seconds(g.first_seen), utc_seconds(g.last_seen), a.category, a.rule_name, a.severity, a.group, f.device_mac or "",
         f.device_ip or "", f.device_manufacturer or "", f.destination.ip, str(f.destination.port or ""),
-        f.transport_name, g.name, f.destination_country or "", str(f.destination_asn or ""),
+        f.transport_name, f.protocol or "", g.name, f.destination_country or "", str(f.destination_asn or ""),
         str(g.flows), str(g.bytes_out), str(g.bytes_in), str(g.packets_out), str(g.packets_in),
     )  # fmt: skip
 
@@ -126,13 +126,13 @@ class Report:
         console = Console(file=self._out, width=None if self._out.isatty() else 10_000)
         table = Table(title=f"Alerts: {len(self._alerts)} flows in {len(groups)} rows of (device, destination, port, rule)", show_lines=False)
         for column in ("first seen", "last seen", "category", "rule", "sev", "group", "device", "vendor", "destination", "port",
-                       "name", "cc", "asn", "flows", "bytes out", "bytes in"):  # fmt: skip
+                       "protocol", "name", "cc", "asn", "flows", "bytes out", "bytes in"):  # fmt: skip
             table.add_column(column, overflow="fold", justify="right" if column in ("flows", "bytes out", "bytes in") else "left")
         for g in groups:
             a, f = g.first, g.first.flow
             table.add_row(
                 utc_seconds(g.first_seen), utc_seconds(g.last_seen), a.category, a.rule_name, a.severity, a.group,
-                f.device or "", f.device_manufacturer or "", f.destination.ip, g.port, g.name,
+                f.device or "", f.device_manufacturer or "", f.destination.ip, g.port, f.protocol or "", g.name,
                 f.destination_country or "", str(f.destination_asn or ""), f"{g.flows:,}", f"{g.bytes_out:,}", f"{g.bytes_in:,}",
             )  # fmt: skip
         console.print(table)

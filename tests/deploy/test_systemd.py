@@ -142,6 +142,9 @@ def readable_by_all(geoip: dict[str, Path]) -> Iterator[Path]:
         for source in (PCAPS / "street-cctv-vlan20.pcap", POLICY, geoip["country"], geoip["asn"]):
             shutil.copy(source, directory / source.name)
             (directory / source.name).chmod(0o644)
+        packs = Path(shutil.copytree(POLICY.parent / "policies", directory / "policies"))  # the pack the policy includes
+        for path in (packs, *packs.iterdir()):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         (directory / "home").mkdir(mode=0o777)
         (directory / "home").chmod(0o777)
         yield directory

@@ -67,6 +67,7 @@ class Portable:
         self.sandbox = Path(shutil.copy(SANDBOX, root / SANDBOX.name))
         self.unit = Path(shutil.copy(AGENT_UNIT, root / AGENT_UNIT.name))
         shutil.copy(POLICY, root / POLICY.name)
+        shutil.copytree(POLICY.parent / "policies", root / "policies")  # the pack it includes
         self.policy = root / POLICY.name
         self.geoip = {kind: Path(shutil.copy(path, root / path.name)) for kind, path in geoip.items()}
         self.out = root / "out"

@@ -34,7 +34,8 @@ sys.path.insert(0, str(PCAPS))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by dev/kafka/broker")
-    config.addinivalue_line("markers", "slow: a long fault test (minutes) that CI leaves out: `pytest -m slow` runs them")
+    config.addinivalue_line("markers", "cluster: needs the three-broker cluster started by dev/kafka/cluster")
+    config.addinivalue_line("markers", "slow: a fault test of minutes (a real 60 s outage); `-m 'not slow'` leaves them out")
 
 
 @pytest.fixture(scope="session")

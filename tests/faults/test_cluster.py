@@ -40,7 +40,7 @@ from tests.faults.feed import LOAD, Feed, agent_metric, loaded
 from tests.kafka.test_baseline_group import _gauge
 from tests.kafka.test_streaming import Rules, topics_env
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 def _scenario(kafka_cluster: Cluster, geoip: dict[str, Path], tmp_path: Path, rules_procs: list[Rules], name: str,
               fault: Callable[[Feed, str], float], description: str, notes: dict[str, object] | None = None) -> dict[str, object]:  # fmt: skip
     """Run the story with `fault(feed, the flows topic)`, which returns the

@@ -35,7 +35,7 @@ from egress.config import KafkaConfig
 
 from tests.baseline.test_baseline_samples import GROUP, LEARN_ENFORCE, POLICY, SPLIT, _split, _write_policy
 from tests.conftest import ndjson, record_result, run_egress, wait_for
-from tests.faults.cluster import Cluster, duplicates
+from tests.faults.cluster import Cluster, duplicates, run_cluster
 from tests.faults.feed import LOAD, Feed, agent_metric, loaded
 from tests.kafka.test_baseline_group import _gauge
 from tests.kafka.test_streaming import Rules, topics_env
@@ -206,3 +206,14 @@ def test_topics_egress_creates_get_3_replicas_and_min_insync_2_on_a_cluster_and_
         asyncio.run(ensure_topics(cfg, topics, compacted=topics[1:]))
         described = lambda: asyncio.run(_replication(bootstrap, topics))  # noqa: E731 - the brokers learn of new topics a moment later
         assert wait_for(lambda: described() == {t: want for t in topics}, 20), (bootstrap, extra, described())
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["kill"], "kill needs --node N"),
+    (["start", "--node", "4"], "invalid node: 4 (1-3)"),
+    (["status", "--port", "20191"], "broker ports 20191+ and controller ports 20192+ overlap"),
+    (["start", "--port", "65534"], "invalid port: 65534"),
+])  # fmt: skip
+def test_cluster_usage_errors_exit_2_in_one_line(args: list[str], message: str) -> None:
+    done = run_cluster(*args)
+    assert (done.returncode, done.stderr) == (2, f"cluster: error: {message}\n")

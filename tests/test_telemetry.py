@@ -381,6 +381,7 @@ def test_a_spool_on_a_full_disk_counts_the_overflow_logs_once_and_keeps_what_it_
             records, cursor = spool.peek(7)
             out += records
             spool.ack(len(records), cursor)
+        assert len(_events(logs, "spool_cursor_not_saved")) <= 1, "a cursor the full disk refused: once per episode too"
         spool.append([Message(b"k", b"after")])
         assert [e["records_lost"] for e in _events(logs, "spool_disk_space_back")] == [overflow]
         records, _ = spool.peek(10)

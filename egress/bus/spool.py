@@ -56,6 +56,7 @@ class Spool:
         self._on_overflow = on_overflow
         self._on_space_back = on_space_back
         self._overflowed: int | None = None  # records lost in the current disk-full episode
+        self._cursor_unsaved = False
         self._segments: list[int] = []
         self._cursor = (0, 0)
         self._pending = 0
@@ -100,7 +101,11 @@ class Spool:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path / "cursor")
         except OSError as exc:
-            log.warning("spool_cursor_not_saved", reason=exc.strerror or str(exc))
+            if not self._cursor_unsaved:  # once per episode, as the overflow
+                log.warning("spool_cursor_not_saved", reason=exc.strerror or str(exc))
+            self._cursor_unsaved = True
+            return
+        self._cursor_unsaved = False
 
     def _seg_path(self, seg: int) -> Path:
         return self.path / f"{seg:012d}.seg"

@@ -19,7 +19,9 @@ LOAD_FRAME_S = 1260.4  # in the enforcing part: 10.20.1.11:40500 → 203.0.113.1
 
 def loaded(enforce: Path, flows: int) -> bytes:
     """The enforcing part with `flows` copies of one learned flow's last frame from other
-    source ports, spread over the next 1000 s of flow time (classic pcap, one VLAN tag)."""
+    source ports, spread over the next 1000 s of flow time (classic pcap, one VLAN tag); every
+    other copy goes to a port of its own below 49152, a key nobody learned: one
+    new-destination alert each (its event.id from scope and key), the rest are silent."""
     data = enforce.read_bytes()
     frames, offset = [], 24
     while offset < len(data):
@@ -31,6 +33,8 @@ def loaded(enforce: Path, flows: int) -> bytes:
     for i in range(flows):
         frame = bytearray(template)
         struct.pack_into("!H", frame, 38, 41000 + i % 20000)
+        if i % 2:
+            struct.pack_into("!H", frame, 40, 20000 + i // 2)
         struct.pack_into("!H", frame, 44, 0)  # no UDP checksum (IPv4)
         frames.append((T0 + LOAD_FRAME_S + 1 + i * 1000 / flows, bytes(frame)))
     out = bytearray(data[:24])

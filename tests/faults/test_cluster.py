@@ -2,9 +2,9 @@
 SIGKILLed, a rolling restart, two of three brokers down for 60 s. Each runs the same story:
 two rules consumers with a learned baseline (group scope) on a 4-partition flows topic; an
 agent publishes the learning part of baseline-learn-enforce.pcap, then reads the enforcing
-part, with LOAD more flows to a learned key (silent while the baseline holds), from a FIFO fed
-in pieces around the fault, so it has records to publish before, during and after it. In
-every case:
+part, with LOAD more flows (half to a learned key, silent while the baseline holds, half to
+a new key each, one new-destination alert each), from a FIFO fed in pieces around the fault,
+so it has records to publish before, during and after it. In every case:
 
 - the set of alert event.ids equals one undisturbed `egress run` over both parts (duplicates
   allowed, nothing lost), and no consumer raised one key as new twice;
@@ -59,7 +59,7 @@ def _scenario(kafka_cluster: Cluster, geoip: dict[str, Path], tmp_path: Path, ru
         expected |= {a["event"]["id"] for a in ndjson(proc.stdout)}
         if part == learn:
             learned = sum(e["state"] == "learned" for e in json.loads((tmp_path / "single.json").read_text())["keys"])
-    assert learned and expected
+    assert learned and len(expected) > LOAD // 2
 
     kafka_cluster.all_up()
     env = topics_env(kafka_cluster.bootstrap, EGRESS_KAFKA__PARTITIONS="4", **quick)

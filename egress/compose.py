@@ -219,7 +219,8 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
         await publisher.start()
         return publisher
 
-    spool = Spool(config.spool.path, config.spool.max_bytes, on_drop=metrics.spool_full_dropped_oldest)
+    spool = Spool(config.spool.path, config.spool.max_bytes, on_drop=metrics.spool_full_dropped_oldest,
+                  on_overflow=metrics.spool_disk_full, on_space_back=metrics.spool_disk_space_back)  # fmt: skip
     drainer = SpoolDrainer(spool, connect, topic, metrics)
     accepting = health.check("spool", starting="opening")  # Kafka away is the drainer's to retry: the spool keeps accepting
     return AgentParts([enrichers, endpoint, spool], captures, metrics, topic, enrichers.reopen, accepting, spool=spool, drainer=drainer)

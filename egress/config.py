@@ -17,7 +17,7 @@ from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 
 from egress.capture.prefilter import validate_bpf_text
 from egress.errors import UsageError
@@ -108,7 +108,10 @@ class KafkaConfig(_Section):
     baseline_topic: str = "egress.baseline"  # compacted: the learned baseline every rules consumer reads whole and follows
     group_id: str = "egress-rules"
     partitions: int = Field(6, ge=1)  # for topics egress creates; existing topics keep theirs
-    replication_factor: int = Field(1, ge=1)
+    # For topics egress creates, null: decided from the brokers the admin client sees (1 on a single
+    # broker; 3 and min ISR 2 on three or more: with acks=all no acknowledged record is lost with one broker down).
+    replication_factor: int | None = Field(None, ge=1)
+    min_insync_replicas: int | None = Field(None, ge=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -117,6 +120,14 @@ class KafkaConfig(_Section):
     ssl_cafile: Path | None = None
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _insync_within_replicas(cls, isr: int | None, info: ValidationInfo) -> int | None:
+        rf = info.data.get("replication_factor")  # validated before: fields go in order
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(f"{isr} is more than replication_factor {rf}: no write could ever succeed")
+        return isr
 
 
 class SpoolConfig(_Section):

@@ -111,6 +111,7 @@ class AgentMetrics:
         self.publish_errors = Counter("egress_publish_errors", "Flow records that could not be published", registry=registry)
         self.spool_records = Gauge("egress_spool_records", "Flow records waiting in the spool", registry=registry)
         self.spool_dropped = Counter("egress_spool_dropped_records", "Spooled flow records dropped because the spool was full", registry=registry)
+        self.spool_overflow = Counter("egress_spool_overflow_records", "Flow records not spooled because the spool's disk was full", registry=registry)
         self.agent_info = Info("egress_agent", "Site and observer of this agent, to join agent metrics on", registry=registry)
         self.capture_restarts = Counter("egress_capture_restarts", "Captures restarted after the interface went away", ["interface"], registry=registry)
         self.frames_skipped = Counter("egress_frames_skipped", "Frames that were not IP or could not be read", ["interface"], registry=registry)
@@ -190,6 +191,17 @@ class AgentMetrics:
         """The spool passed `max_bytes`: its oldest segment and `records` undelivered records went."""
         self.spool_dropped.inc(records)
         self._log("error", "spool_full_dropped_oldest", segment=segment, records=records, max_bytes=max_bytes)
+
+    def spool_disk_full(self, records: int, reason: str, first: bool) -> None:
+        """A batch of `records` could not be written to the spool (its disk is full): counted
+        each time, logged on the `first` of an episode (`spool_disk_space_back` ends it)."""
+        self.spool_overflow.inc(records)
+        if first:
+            self._log("error", "spool_disk_full", records=records, reason=reason[:200])
+
+    def spool_disk_space_back(self, lost: int) -> None:
+        """The spool writes again after a disk-full episode that lost `lost` records."""
+        self._log("warning", "spool_disk_space_back", records_lost=lost)
 
 
 class RulesMetrics:

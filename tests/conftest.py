@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ sys.path.insert(0, str(PCAPS))
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "kafka: needs the development Kafka broker started by dev/kafka/broker")
+    config.addinivalue_line("markers", "cluster: needs the three-broker cluster started by dev/kafka/cluster")
+    config.addinivalue_line("markers", "slow: a fault test of minutes (a real 60 s outage); `-m 'not slow'` leaves them out")
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +95,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float, step: float = 0.25) -
             return True
         time.sleep(step)
     return bool(predicate())
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """`small_disk("64k")`: a tmpfs of that size (a real filesystem that fills up: ENOSPC),
+    mounted in tmp_path and unmounted afterwards; skips the test where it cannot mount (not root)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        disk = tmp_path / f"disk{len(mounted)}"
+        disk.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True, check=False).returncode:
+            pytest.skip("cannot mount a tmpfs (needs root)")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -267,6 +267,17 @@ def test_a_scalar_where_a_list_belongs_says_what_to_write(tmp_path: Path) -> Non
     assert proc.stderr.splitlines() == ["egress: environment EGRESS_CAPTURE__INTERFACES: capture.interfaces: expected a list: write [eth1]"]
 
 
+def test_min_insync_replicas_above_the_replication_factor_exits_2(tmp_path: Path) -> None:
+    """No write could ever reach more in-sync replicas than there are replicas: refused at the key's line."""
+    cfg = tmp_path / "egress.yaml"
+    cfg.write_text("kafka:\n  replication_factor: 2\n  min_insync_replicas: 3\n")
+    proc = run_egress("check", "--config", cfg, "--policy", POLICY)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"egress: {cfg}:3: kafka.min_insync_replicas: 3 is more than replication_factor 2: no write could ever succeed"]
+    cfg.write_text("kafka:\n  replication_factor: 3\n  min_insync_replicas: 2\n")
+    assert "kafka" not in run_egress("check", "--config", cfg, "--policy", POLICY).stderr
+
+
 def test_a_geoip_database_turned_off_under_rules_that_need_it_exits_2(tmp_path: Path) -> None:
     """`geoip.country_db: null` with a policy that has rules on countries would make them
     never match: refused at start and by `check`, at the config's line; without such rules, fine."""

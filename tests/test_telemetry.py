@@ -9,7 +9,7 @@ import io
 import struct
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +352,42 @@ def test_spool_full_drops_are_counted_and_logged(tmp_path: Path) -> None:
     dropped = _events(logs, "spool_full_dropped_oldest")
     assert dropped and dropped[0]["max_bytes"] == 8192
     assert _value(metrics, "egress_spool_dropped_records_total") == 1000 - len(spool) > 0
+
+
+def test_a_spool_on_a_full_disk_counts_the_overflow_logs_once_and_keeps_what_it_had(small_disk: Callable[[str], Path]) -> None:
+    """The spool's filesystem fills before max_bytes: each batch that does not fit is counted
+    in egress_spool_overflow_records_total and nothing raises; `spool_disk_full` is logged once
+    for the episode, `spool_disk_space_back` when a batch fits again; every record spooled
+    before, and after, comes out whole and in order (no torn frame is left behind)."""
+    metrics = AgentMetrics(CollectorRegistry())
+    spool = Spool(small_disk("64k") / "spool", 1 << 30, on_drop=metrics.spool_full_dropped_oldest,
+                  on_overflow=metrics.spool_disk_full, on_space_back=metrics.spool_disk_space_back)  # fmt: skip
+    spool.start()
+    batch = [Message(b"k", b"x" * 1000) for _ in range(4)]
+    with capture_logs() as logs:
+        kept = []
+        for i in range(40):  # 160 KB into 64 KiB
+            before = len(spool)
+            spool.append([Message(b"k", f"{i}-{j}".encode() + m.value) for j, m in enumerate(batch)])
+            if len(spool) > before:
+                kept.append(i)
+        assert 0 < len(kept) < 40
+        overflow = _value(metrics, "egress_spool_overflow_records_total")
+        assert overflow == 4 * (40 - len(kept))
+        assert len(_events(logs, "spool_disk_full")) == 1, "one line per episode"
+        assert _events(logs, "spool_disk_full")[0]["reason"] == "No space left on device"
+        out = []
+        while len(spool):  # Kafka is back: delivered segments are deleted, which frees the disk
+            records, cursor = spool.peek(7)
+            out += records
+            spool.ack(len(records), cursor)
+        assert len(_events(logs, "spool_cursor_not_saved")) <= 1, "a cursor the full disk refused: once per episode too"
+        spool.append([Message(b"k", b"after")])
+        assert [e["records_lost"] for e in _events(logs, "spool_disk_space_back")] == [overflow]
+        records, _ = spool.peek(10)
+    assert [m.value for m in out] == [f"{i}-{j}".encode() + b"x" * 1000 for i in kept for j in range(4)]
+    assert [m.value for m in records] == [b"after"]
+    spool.stop()
 
 
 def test_spool_drainer_counts_kafka_unavailable_then_delivers(tmp_path: Path) -> None:

@@ -121,7 +121,7 @@ class BaselineTopic:
         self._headers = (*HEADERS, ("writer", uuid.uuid4().hex.encode()))
 
     async def start(self) -> None:
-        partitions = await partitions_of(self._cfg, self._topic)
+        partitions = await partitions_of(self._cfg, self._topic, wait=15)
         if not partitions:
             raise DependencyMissing(f"Kafka topic {self._topic} (kafka.baseline_topic) does not exist")
         consumer = self._consumer = AIOKafkaConsumer(**client_options(self._cfg), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest")

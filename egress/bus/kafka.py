@@ -26,7 +26,7 @@ from egress.bus import Message, Record
 from egress.config import KafkaConfig
 from egress.errors import DependencyMissing, UsageError
 
-__all__ = ["KafkaPublisher", "KafkaSubscriber", "Topics", "ensure_topics", "partitions_of", "client_options"]
+__all__ = ["KafkaPublisher", "KafkaSubscriber", "Topics", "ensure_topics", "partitions_of", "client_options", "replication"]
 
 log = structlog.get_logger("egress.kafka")
 
@@ -101,8 +101,17 @@ async def _start(client: AIOKafkaProducer | AIOKafkaConsumer, cfg: KafkaConfig) 
             raise _start_error(cfg, exc, seen.cause) from None
 
 
+def replication(cfg: KafkaConfig, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for a new topic on a cluster of `brokers`
+    live brokers: the configured ones, else 3 replicas of which 2 must acknowledge each
+    write (acks=all), so that with one broker down writes go on and no acknowledged record
+    is on a single disk; fewer brokers get what they can hold (one: 1 and 1)."""
+    replicas = cfg.replication_factor or max(1, min(3, brokers))
+    return replicas, cfg.min_insync_replicas or max(1, min(2, replicas - 1))
+
+
 async def ensure_topics(cfg: KafkaConfig, topics: list[str], compacted: Sequence[str] = ()) -> None:
-    """Create missing topics with the configured partitions; `compacted` ones (tables that
+    """Create missing topics with the configured partitions and `replication`; `compacted` ones (tables that
     every reader reads whole: the latest record of each key is kept) with cleanup.policy=compact
     and one partition, since nobody reads them in parallel and a single partition needs no key
     hashing to place a record. Existing topics are left as they are."""
@@ -113,9 +122,10 @@ async def ensure_topics(cfg: KafkaConfig, topics: list[str], compacted: Sequence
         except KafkaError as exc:
             raise _start_error(cfg, exc, seen.cause) from None
     try:
+        replicas, insync = replication(cfg, len((await admin.describe_cluster())["brokers"]))
         new = [
-            NewTopic(t, num_partitions=1 if t in compacted else cfg.partitions, replication_factor=cfg.replication_factor,
-                     topic_configs={"cleanup.policy": "compact"} if t in compacted else {})
+            NewTopic(t, num_partitions=1 if t in compacted else cfg.partitions, replication_factor=replicas,
+                     topic_configs={"min.insync.replicas": str(insync)} | ({"cleanup.policy": "compact"} if t in compacted else {}))
             for t in topics
         ]  # fmt: skip
         try:
@@ -134,15 +144,22 @@ async def ensure_topics(cfg: KafkaConfig, topics: list[str], compacted: Sequence
         await admin.close()
 
 
-async def partitions_of(cfg: KafkaConfig, topic: str) -> list[int]:
-    """The partition numbers of a topic (none if it does not exist)."""
+async def partitions_of(cfg: KafkaConfig, topic: str, wait: float = 0.0) -> list[int]:
+    """The partition numbers of a topic (none if it does not exist), asking again for up to
+    `wait` seconds while it does not: on a cluster, a topic another member has just created
+    reaches each broker's metadata a moment later."""
     admin = AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=10_000)
     await admin.start()
+    deadline = asyncio.get_running_loop().time() + wait
     try:
-        described = await admin.describe_topics([topic])
+        while True:
+            described = await admin.describe_topics([topic])
+            found = sorted(p["partition"] for d in described if d.get("error_code") == 0 for p in d.get("partitions", ()))
+            if found or asyncio.get_running_loop().time() >= deadline:
+                return found
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
-    return sorted(p["partition"] for d in described if d.get("error_code") == 0 for p in d.get("partitions", ()))
 
 
 class Topics:

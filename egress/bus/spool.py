@@ -12,7 +12,12 @@ replaced atomically. A frame torn by a crash fails its length or CRC check and e
 its segment. When the spool would pass `max_bytes`, the oldest segment is dropped and
 reported to `on_drop(records, segment, max_bytes)`, the telemetry event that counts
 and logs it (a long outage keeps the recent past, which matters more to a SOC than
-the distant one).
+the distant one). A disk that fills first (ENOSPC, or any write error) loses only the
+batch being written: its bytes are cut off again so that no torn frame hides what
+follows, the batch goes to `on_overflow(records, reason, first)` (`first` once per
+episode, so it is logged once) and capture goes on; the next batch that fits ends the
+episode (`on_space_back(records lost in it)`). What was spooled before stays, and is
+delivered once Kafka is back.
 """
 
 from __future__ import annotations
@@ -40,11 +45,18 @@ class Spool:
     """Append batches, read the oldest, acknowledge what was delivered. Single-threaded.
     `start()` opens the directory (and finds what a previous run left), `stop()` closes it."""
 
-    def __init__(self, path: Path, max_bytes: int, *, segment_bytes: int = _SEGMENT_BYTES, on_drop: Callable[[int, int, int], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, max_bytes: int, *, segment_bytes: int = _SEGMENT_BYTES, on_drop: Callable[[int, int, int], None] | None = None,
+        on_overflow: Callable[[int, str, bool], None] | None = None, on_space_back: Callable[[int], None] | None = None,
+    ) -> None:  # fmt: skip
         self.path = path
         self._max = max_bytes
         self._segment_bytes = max(1024, min(segment_bytes, max_bytes // 4 or 1024))
         self._on_drop = on_drop
+        self._on_overflow = on_overflow
+        self._on_space_back = on_space_back
+        self._overflowed: int | None = None  # records lost in the current disk-full episode
+        self._cursor_unsaved = False
         self._segments: list[int] = []
         self._cursor = (0, 0)
         self._pending = 0
@@ -68,7 +80,7 @@ class Spool:
             self._pending += self._count(seg, self._cursor[1] if seg == self._cursor[0] else 0) if seg >= self._cursor[0] else 0
         if not self._segments:
             self._segments = [self._cursor[0]]
-        self._out = (path / f"{self._segments[-1]:012d}.seg").open("ab")
+        self._out = (path / f"{self._segments[-1]:012d}.seg").open("ab", buffering=0)
 
     # -- bookkeeping -------------------------------------------------------------
     def _read_cursor(self) -> tuple[int, int]:
@@ -79,12 +91,21 @@ class Spool:
             return (self._segments[0] if self._segments else 0), 0
 
     def _write_cursor(self) -> None:
+        """Persist the cursor; on a full disk it stays in memory (a crash before the next
+        write that succeeds sends those records again: duplicates, never losses)."""
         tmp = self.path / "cursor.tmp"
-        with tmp.open("w") as fh:
-            fh.write(f"{self._cursor[0]} {self._cursor[1]}\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path / "cursor")
+        try:
+            with tmp.open("w") as fh:
+                fh.write(f"{self._cursor[0]} {self._cursor[1]}\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / "cursor")
+        except OSError as exc:
+            if not self._cursor_unsaved:  # once per episode, as the overflow
+                log.warning("spool_cursor_not_saved", reason=exc.strerror or str(exc))
+            self._cursor_unsaved = True
+            return
+        self._cursor_unsaved = False
 
     def _seg_path(self, seg: int) -> Path:
         return self.path / f"{seg:012d}.seg"
@@ -127,21 +148,45 @@ class Spool:
             body = struct.pack("<H", len(key)) + key + m.value  # the u16 that _FRAME reads third
             frames.append(struct.pack("<II", len(body), zlib.crc32(body)) + body)
         blob = b"".join(frames)
-        if self._out.tell() + len(blob) > self._segment_bytes and self._out.tell() > 0:
-            self._roll()
-        self._out.write(blob)
-        self._out.flush()
-        os.fsync(self._out.fileno())
+        try:
+            self._write(blob)
+        except OSError as exc:
+            first = self._overflowed is None
+            self._overflowed = (self._overflowed or 0) + len(messages)
+            if self._on_overflow is not None:
+                self._on_overflow(len(messages), exc.strerror or str(exc), first)
+            return
+        if self._overflowed is not None:
+            if self._on_space_back is not None:
+                self._on_space_back(self._overflowed)
+            self._overflowed = None
         self._pending += len(messages)
         self._bytes += len(blob)
         while self._bytes > self._max and len(self._segments) > 1:
             self._drop_oldest()
 
+    def _write(self, blob: bytes) -> None:
+        """Append and fsync `blob` whole, or cut the segment back to where it was and raise."""
+        if self._out.tell() + len(blob) > self._segment_bytes and self._out.tell() > 0:
+            self._roll()
+        out = self._out.fileno()
+        start = os.lseek(out, 0, os.SEEK_END)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(out, view) :]
+            os.fsync(out)
+        except OSError:
+            os.ftruncate(out, start)  # frees what was written: the next frame starts where this one did
+            os.lseek(out, start, os.SEEK_SET)
+            raise
+
     def _roll(self) -> None:
-        self._out.close()
         seg = self._segments[-1] + 1
+        out = self._seg_path(seg).open("ab", buffering=0)  # may fail on a full disk: then the current one stays
+        self._out.close()
         self._segments.append(seg)
-        self._out = self._seg_path(seg).open("ab")
+        self._out = out
 
     def _drop_oldest(self) -> None:
         seg = self._segments.pop(0)

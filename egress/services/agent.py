@@ -244,6 +244,7 @@ class SpoolDrainer:
         self._connect_to = connect
         self._topic = topic
         self._metrics = metrics
+        metrics.spool_records.set_function(spool.__len__)  # read at scrape: a drain waiting out its retry pause says nothing
         self._batch = batch
         self._publisher: Publisher | None = None
         self.wake = asyncio.Event()
@@ -258,7 +259,6 @@ class SpoolDrainer:
         """Until the input has ended and the spool is empty (or cancelled)."""
         pause = 1.0
         while True:
-            self._metrics.spool_records.set(len(self._spool))
             if not len(self._spool):
                 if input_done.is_set():
                     return

@@ -99,7 +99,6 @@ async def _agent_spooled(parts: AgentParts, spool: Spool, drainer: SpoolDrainer)
         finally:
             notifier.notify("STOPPING=1")
             await drainer.stop()
-            parts.metrics.spool_records.set(len(spool))
     log.info("agent_done", flows_spooled=spooled, flows_delivered=drainer.delivered, spooled_left=len(spool))
     return 0
 

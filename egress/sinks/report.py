@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from egress.codec import alert_to_ecs, encode
-from egress.model import Alert, FlowRecord, Verdict
+from egress.model import DEVICE, Alert, DeviceRecord, FlowRecord, Verdict
+from egress.sinks.devices import write_devices
 from egress.sinks.grouped import AlertGroup, group_alerts, utc_seconds
 from egress.sinks.overview import Overview
 
 __all__ = ["Report", "CSV_COLUMNS"]
 
-Format = Literal["table", "json", "csv", "html"]
+Format = Literal["table", "json", "csv", "html", "devices", "devices-csv", "devices-json"]
 CSV_COLUMNS = (
     "first_seen", "last_seen", "category", "rule", "severity", "group", "device_mac", "device_ip", "vendor",
     "destination_ip", "destination_port", "transport", "domain", "country", "asn",
@@ -63,9 +64,10 @@ class Report:
     async def write(self, verdicts: Sequence[Verdict]) -> None:
         overview = self._overview
         for verdict in verdicts:
-            self.flow(verdict.flow)
-            if overview is not None:
-                overview.add(verdict)
+            if verdict.verdict != DEVICE:  # a device record of the inventory: only its alert counts here
+                self.flow(verdict.flow)
+                if overview is not None:
+                    overview.add(verdict)
             for alert in verdict.alerts:
                 self.alert(alert)
 
@@ -102,10 +104,11 @@ class Report:
             "alerts_by_rule": dict(Counter(f"{a.category}:{a.rule_name}" for a in self._alerts).most_common()),
         }
 
-    def finish(self, packets: int = 0, warnings: Sequence[str] = ()) -> None:
+    def finish(self, packets: int = 0, warnings: Sequence[str] = (), devices: Sequence[DeviceRecord] = ()) -> None:
         """The grouped views (the CSV's header alone where nothing alerted), and the HTML page
-        (`packets` read and the inputs' `warnings` go in its summary). Not called when no input
-        could be read: an empty report would look like a clean result."""
+        (`packets` read and the inputs' `warnings` go in its summary), or the inventory's
+        `devices`. Not called when no input could be read: an empty report would look like a
+        clean result."""
         groups = group_alerts(self._alerts) if self._fmt != "json" or self._overview is not None else []
         page = self._page(groups, packets, warnings) if self._overview is not None else ""
         if self._html is not None:
@@ -119,6 +122,8 @@ class Report:
             writer.writerows(map(_row, groups))
         elif self._fmt == "table":
             self._table(groups)
+        elif self._fmt.startswith("devices"):
+            write_devices(self._fmt, self._out, devices)
         self._out.flush()
 
     def _table(self, groups: list[AlertGroup]) -> None:

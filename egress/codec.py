@@ -75,7 +75,7 @@ def _section(doc: dict[str, Any], key: str, fields: dict[str, Any]) -> None:
 
 
 def _endpoint(ep: Endpoint) -> dict[str, Any]:
-    out: dict[str, Any] = {"ip": ep.ip} if ep.ip else {}  # no IP: a device record's alert has no destination
+    out: dict[str, Any] = {"ip": ep.ip} if ep.ip else {}  # no IP: an ARP-only device's alert
     if ep.port:
         out["port"] = ep.port
     _put(out, "mac", ep.mac)
@@ -126,6 +126,8 @@ def flow_to_ecs(rec: FlowRecord, group: str | None = None) -> dict[str, Any]:
         "destination": dst,
         "network": network,
     }
+    if not rec.destination.ip:  # a device record's alert (DeviceRecord.as_flow): no destination
+        del doc["destination"]
     device: dict[str, Any] = {}
     _put(device, "id", rec.device_mac)
     _put(device, "manufacturer", rec.device_manufacturer)

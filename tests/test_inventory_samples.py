@@ -96,3 +96,13 @@ def test_devices_json_and_table(geo: tuple[str | Path, ...]) -> None:
     table = _analyze(geo, "devices")
     assert "Devices: 4 (4 of covered vendors, 3 without egress)" in table
     assert all(mac in table for mac in (L1, L2, L3, H))
+
+
+def test_the_html_report_lists_the_devices_without_flows(geo: tuple[str | Path, ...], tmp_path: Path) -> None:
+    """The HTML page's device table has the inventory's LAN-only cameras beside the one with flows."""
+    page = tmp_path / "report.html"
+    _analyze(geo, "html", "-o", page)
+    text = page.read_text()
+    devices = text[text.index('<section id="devices">') : text.index("</section>", text.index('<section id="devices">'))]
+    assert all(mac in devices for mac in (L1, L2, L3, H))
+    assert "<b>4</b><span>devices (4 of a covered vendor)</span>" in text

@@ -21,7 +21,7 @@ from egress.codec import alert_to_ecs, encode
 from egress.model import DEVICE, Alert, DeviceRecord, FlowRecord, Verdict
 from egress.sinks.devices import write_devices
 from egress.sinks.grouped import AlertGroup, group_alerts, utc_seconds
-from egress.sinks.overview import Overview
+from egress.sinks.overview import DeviceRow, Overview
 
 __all__ = ["Report", "CSV_COLUMNS"]
 
@@ -110,7 +110,7 @@ class Report:
         `devices`. Not called when no input could be read: an empty report would look like a
         clean result."""
         groups = group_alerts(self._alerts) if self._fmt != "json" or self._overview is not None else []
-        page = self._page(groups, packets, warnings) if self._overview is not None else ""
+        page = self._page(groups, packets, warnings, devices) if self._overview is not None else ""
         if self._html is not None:
             self._html.write(page)
             self._html.flush()
@@ -149,9 +149,14 @@ class Report:
             text = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
             console.print(f"[bold]{title}[/bold]: {text}")
 
-    def _page(self, groups: list[AlertGroup], packets: int, warnings: Sequence[str]) -> str:
+    def _page(self, groups: list[AlertGroup], packets: int, warnings: Sequence[str], devices: Sequence[DeviceRecord]) -> str:
+        """The page; its device table also lists the inventory's devices that no flow has (LAN-only)."""
         from egress.sinks.html import RunInfo, render_html
 
         assert self._overview is not None
+        rows = self._overview.devices()
+        known = {row.device for row in rows}
+        lan_only = [DeviceRow(d.mac, d.manufacturer or "", d.organization or "", d.ips, tuple(map(str, d.vlans)), d.group, d.name, d.covered,
+                              d.first_seen, d.last_seen) for d in devices if d.mac not in known]  # fmt: skip
         run = RunInfo(self._inputs, packets, self.flows, self.egress_flows, len(self._alerts), self._policy, tuple(warnings))
-        return render_html(run, self._overview.data(), groups)
+        return render_html(run, self._overview.data(sorted((*rows, *lan_only), key=lambda r: (not r.covered, r.device))), groups)

@@ -99,7 +99,8 @@ EXPECTED = {name: passes for name, _, passes in CASES}
 
 @pytest.mark.parametrize("tags", TAGS.values(), ids=TAGS.keys())
 def test_filter_passes_non_local_and_dns_at_every_tag_depth(tmp_path: Path, tags: list[Packet]) -> None:
-    """Untagged, one tag (VLAN 0 included) or two: non-local IP and DNS pass, local-only traffic does not."""
+    """Untagged, one tag (VLAN 0 included) or two: non-local IP and DNS pass, local-only traffic does not,
+    except the device inventory's frames (ARP, DHCP, mDNS, SSDP, a SYN, a sampled IP ID)."""
     assert run_cases(tmp_path, build_filter(NETS), tags) == EXPECTED
 
 

@@ -17,7 +17,7 @@ end of the input: then it is `lan_only` and its record raises it (`Evaluator.jud
 A record is handed on (`due()`) once that is decided, then whenever its IPs, VLANs or
 brand change, and at most every `publish_seconds` while only its counters move; `flush()`
 hands on every change. Bounded: at most `max_devices` devices (further MACs are counted in
-`devices_dropped`), 8 IPs and 8 VLAN IDs each.
+`devices_dropped`), 8 IPs and 8 VLAN IDs each, twice as many MACs remembered as having a flow.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class Inventory:
             for pkt in opened:  # the side that becomes the flow's device: the local sender, else the local receiver
                 mac = pkt.src_mac if pkt.src_ip in local else pkt.dst_mac if pkt.dst_ip in local else None
                 form = record_form(mac) if mac else None
-                if form is not None:
+                if form is not None and len(self._with_flows) < 2 * self._max:
                     self._with_flows.add(form)
             for rec in records:
                 self._record(rec)

@@ -113,7 +113,7 @@ def _meter(config: Config, local: LocalNetworks, enrichers: Enrichers, devices: 
     return FlowMeter.from_config(config, local, enrichers.chain(), devices.inventory)
 
 
-def _devices(config: Config, policy: Policy, local: LocalNetworks) -> Devices:
+def _devices(config: Config, policy: Policy, local: LocalNetworks, metrics: AgentMetrics) -> Devices:
     """The device inventory every capture of the command feeds, judged by the policy (group,
     covered, name) as the rules stage judges flows; its records go to kafka.devices_topic."""
     registry = _oui_registry()
@@ -121,6 +121,7 @@ def _devices(config: Config, policy: Policy, local: LocalNetworks) -> Devices:
     inventory = Inventory(
         local, lambda mac: manufacturer(mac, registry), Evaluator(policy).describe, site=config.site,
         observer=(config.observer_name or hostname, hostname), grace_seconds=config.flows.idle_timeout,
+        on_error=functools.partial(metrics.enrich_error, "inventory"),
     )  # fmt: skip
     return Devices(inventory, config.kafka.devices_topic)
 
@@ -225,7 +226,7 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
     health = Health()
     metrics = _agent_metrics(config, health)
     enrichers = _enrichers(config, policy, metrics)
-    captures = _captures(config, local, enrichers, _devices(config, policy, local), metrics, read, chosen)
+    captures = _captures(config, local, enrichers, _devices(config, policy, local, metrics), metrics, read, chosen)
     kafka, topic = config.kafka, config.kafka.flows_topic
     endpoint = _endpoint(config, health)
 
@@ -310,7 +311,7 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     evaluator = Evaluator(policy, state)
     sinks: list[Sink] = [MetricsSink(rules_metrics), BaselineMetrics(rules_metrics, lambda: stage.evaluator), lines]  # a reload replaces the evaluator
     bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics, _repeats(config))
-    captures = _captures(config, local, enrichers, _devices(config, policy, local), agent_metrics, read, chosen)
+    captures = _captures(config, local, enrichers, _devices(config, policy, local, agent_metrics), agent_metrics, read, chosen)
     components = [enrichers, *_baseline_file(config, state), _endpoint(config, health), lines]
     return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)
 
@@ -356,7 +357,7 @@ def analyze(
         components.append(flows)
     bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(CollectorRegistry()))
     parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
-    devices = _devices(config, policy, local)
+    devices = _devices(config, policy, local, metrics)
     analysis = Analysis(parts, report, devices.inventory)
     parts.captures = [Captures([_file_capture(config, local, enrichers, devices, path, analysis=analysis, progress=progress)], metrics) for path in files]
     return analysis

@@ -64,8 +64,10 @@ class Inventory:
 
     def __init__(
         self, local: LocalNetworks, brand: Brand, describe: Describe, *, site: str = "", observer: tuple[str, str] = ("", ""),
-        grace_seconds: float = 60.0, publish_seconds: float = 60.0, max_devices: int = 65_536,
+        grace_seconds: float = 60.0, publish_seconds: float = 60.0, max_devices: int = 65_536, on_error: Callable[[str], None] | None = None,
     ) -> None:  # fmt: skip
+        """`on_error(reason)`: a MAC the registry cannot read, a device left out of a full
+        inventory (telemetry counts them: egress_enrich_errors_total{enricher="inventory"})."""
         self._local = local
         self._brand = brand
         self._describe = describe
@@ -74,6 +76,7 @@ class Inventory:
         self._grace = grace_seconds
         self._publish = publish_seconds
         self._max = max_devices
+        self._on_error = on_error
         self._devices: dict[str, _Device] = {}
         self._with_flows: set[str] = set()  # MACs (ECS form) that initiated a flow
         self._pending: dict[str, float] = {}  # undecided MAC → first seen
@@ -157,11 +160,15 @@ class Inventory:
             return device
         if len(self._devices) >= self._max:
             self.devices_dropped += 1
+            if self._on_error is not None:
+                self._on_error(f"inventory full ({self._max} devices): {mac} left out")
             return None
         try:
             brand, organization = self._brand(mac)
-        except ValueError:  # a corrupt frame's MAC is not a device's
+        except ValueError as exc:  # a corrupt frame's MAC is not a device's
             self.bad_macs += 1
+            if self._on_error is not None:
+                self._on_error(f"bad MAC: {exc}")
             return None
         device = self._devices[mac] = _Device(mac, brand or organization, organization, ts, ts)
         self._pending[mac] = ts

@@ -100,15 +100,19 @@ def test_group_addresses_and_unreadable_macs_are_no_device() -> None:
             raise ValueError("unreadable")
         return _brand(mac)
 
-    inv = Inventory(LOCAL, brand, Evaluator(POLICY).describe)
+    errors: list[str] = []
+    inv = Inventory(LOCAL, brand, Evaluator(POLICY).describe, on_error=errors.append)
     inv.arp([_arp(T0, "01:00:5e:00:00:fb"), _arp(T0, "ff:ff:ff:ff:ff:ff"), _arp(T0, "00:00:00:00:00:00"), _arp(T0, "02:00:00:00:00:01")])
-    assert len(inv) == 0 and inv.bad_macs == 1
+    assert len(inv) == 0 and inv.bad_macs == 1 and errors == ["bad MAC: unreadable"]
 
 
 def test_the_inventory_is_bounded() -> None:
-    inv = _inventory(max_devices=2)
+    """Past max_devices a new MAC is left out, counted and reported (telemetry counts the reports)."""
+    errors: list[str] = []
+    inv = Inventory(LOCAL, _brand, Evaluator(POLICY).describe, max_devices=2, on_error=errors.append)
     inv.arp([_arp(T0, f"44:19:b6:00:00:{i:02x}") for i in range(5)])
     assert len(inv) == 2 and inv.devices_dropped == 3
+    assert errors[0] == "inventory full (2 devices): 44-19-B6-00-00-02 left out" and len(errors) == 3
 
 
 def _device(lan_only: bool = True) -> DeviceRecord:

@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"egress {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("analyze", help="analyse recorded captures offline", description="Offline analysis: capture files in, alerts and a summary out (a table, NDJSON, CSV, or a self-contained HTML report).")
+    p = sub.add_parser("analyze", help="analyse recorded captures offline", description="Offline analysis: capture files in, alerts and a summary out (a table, NDJSON, CSV, or a self-contained HTML report), or the device inventory.")
     p.add_argument("pcaps", nargs="+", type=Path, metavar="PCAP")
-    p.add_argument("--format", choices=("table", "json", "csv", "html"), default="table",
-                   help="json: one ECS alert record per line (NDJSON); html: a self-contained page (charts, devices, alerts with filters) that loads nothing from anywhere")  # fmt: skip
+    p.add_argument("--format", choices=("table", "json", "csv", "html", "devices", "devices-csv", "devices-json"), default="table",
+                   help="json: one ECS alert record per line (NDJSON); html: a self-contained page (charts, devices, alerts with filters) that loads nothing from anywhere; "
+                        "devices, devices-csv, devices-json: the device inventory (every device that sent a frame, egress or not) as a table, CSV or one record per line")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, metavar="F", help="write the report (the chosen format) to F instead of standard output (`-`)")
     p.add_argument("--report", type=Path, metavar="F.html", help="also write the HTML report to F, beside the chosen format")
     p.add_argument("--flows-out", type=Path, metavar="F", help="write every flow record as NDJSON to F")
@@ -148,7 +149,7 @@ def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
         if progress is not None:
             progress.stop()
         if len(analysis.input_errors) < len(args.pcaps):  # something was read: its report
-            report.finish(analysis.packets, analysis.warnings)
+            report.finish(analysis.packets, analysis.warnings, analysis.inventory.records())
             for output in outputs:
                 output.commit()
     log.info("analysis_done", packets=analysis.packets, **report.summary())

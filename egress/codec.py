@@ -1,4 +1,4 @@
-"""Flow and alert records ⇄ ECS JSON and bus messages: the one wire format, versioned.
+"""Flow, alert and device records ⇄ ECS JSON and bus messages: the one wire format, versioned.
 
 Everything that leaves a process (Kafka messages, NDJSON files, stdout) goes through
 here, and `read_flow` (a bus record) or `decode_flow` (bytes) is the only way back in,
@@ -17,11 +17,12 @@ from typing import Any, Final
 import orjson
 
 from egress.bus import Message, Record
-from egress.model import TRANSPORT_NAMES, Alert, Endpoint, FlowRecord, Verdict
+from egress.model import TRANSPORT_NAMES, Alert, DeviceRecord, Endpoint, FlowRecord, Verdict
 
 __all__ = [
     "SCHEMA_VERSION", "SCHEMA_HEADER", "HEADERS", "DecodeError", "iso", "flow_to_ecs", "alert_to_ecs", "encode",
     "decode_flow", "SEVERITY_SCORES", "flow_message", "alert_message", "read_flow", "verdict_to_ecs",
+    "device_to_ecs", "device_message", "read_device",
 ]  # fmt: skip
 
 SCHEMA_VERSION: Final = 1
@@ -64,8 +65,17 @@ def _put(obj: dict[str, Any], key: str, value: Any) -> None:
         obj[key] = value
 
 
+def _section(doc: dict[str, Any], key: str, fields: dict[str, Any]) -> None:
+    """doc[key]: the fields that are not empty, where any is."""
+    section: dict[str, Any] = {}
+    for name, value in fields.items():
+        _put(section, name, value)
+    if section:
+        doc[key] = section
+
+
 def _endpoint(ep: Endpoint) -> dict[str, Any]:
-    out: dict[str, Any] = {"ip": ep.ip}
+    out: dict[str, Any] = {"ip": ep.ip} if ep.ip else {}  # no IP: an ARP-only device's alert
     if ep.port:
         out["port"] = ep.port
     _put(out, "mac", ep.mac)
@@ -117,6 +127,8 @@ def flow_to_ecs(rec: FlowRecord, group: str | None = None) -> dict[str, Any]:
         "destination": dst,
         "network": network,
     }
+    if not rec.destination.ip:  # a device record's alert (DeviceRecord.as_flow): no destination
+        del doc["destination"]
     device: dict[str, Any] = {}
     _put(device, "id", rec.device_mac)
     _put(device, "manufacturer", rec.device_manufacturer)
@@ -129,11 +141,7 @@ def flow_to_ecs(rec: FlowRecord, group: str | None = None) -> dict[str, Any]:
         observer["ingress"] = {"interface": {"name": rec.interface}}
     if observer:
         doc["observer"] = observer
-    labels: dict[str, Any] = {}
-    _put(labels, "site", rec.site)
-    _put(labels, "group", group)
-    if labels:
-        doc["labels"] = labels
+    _section(doc, "labels", {"site": rec.site, "group": group})
     ext: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     ext_device: dict[str, Any] = {}
     _put(ext_device, "ip", rec.device_ip)
@@ -289,3 +297,59 @@ def _check_types(rec: FlowRecord) -> None:
         raise DecodeError("not a flow record: a field has the wrong type")
 
 
+
+
+def device_to_ecs(dev: DeviceRecord) -> dict[str, Any]:
+    """A device of the inventory (kafka.devices_topic, `analyze --format devices-json`)."""
+    doc: dict[str, Any] = {
+        "@timestamp": iso(dev.last_seen),
+        "event": {"kind": "state", "category": ["host"], "type": ["info"], "start": iso(dev.first_seen), "end": iso(dev.last_seen)},
+    }
+    _section(doc, "device", {"id": dev.mac, "manufacturer": dev.manufacturer, "name": dev.name})
+    doc["host"] = {"mac": [dev.mac], "ip": list(dev.ips)}
+    if dev.vlans:
+        doc["network"] = {"vlan": {"id": str(dev.vlans[0])}}
+    _section(doc, "observer", {"name": dev.observer_name, "hostname": dev.observer_hostname})
+    _section(doc, "labels", {"site": dev.site, "group": dev.group})
+    ext_device: dict[str, Any] = {
+        "ips": list(dev.ips), "vlans": list(dev.vlans), "covered": dev.covered, "lan_only": dev.lan_only, "seen_by": list(dev.seen_by),
+        "flows_out": dev.flows_out, "packets_out": dev.packets_out, "bytes_out": dev.bytes_out,
+    }  # fmt: skip
+    _put(ext_device, "organization", dev.organization)
+    doc["egress"] = {"schema_version": SCHEMA_VERSION, "device": ext_device}
+    return doc
+
+
+def device_message(dev: DeviceRecord, topic: str) -> Message:
+    """A device record on the bus, keyed by its MAC (the devices topic is compacted by it)."""
+    return Message(dev.mac.encode(), encode(device_to_ecs(dev)), HEADERS, topic)
+
+
+def read_device(record: Record) -> DeviceRecord:
+    """A consumed device record → DeviceRecord; DecodeError says why one is refused."""
+    headers = record.headers
+    version = next((value for name, value in headers if name == SCHEMA_HEADER), _VERSION)
+    if version != _VERSION:
+        raise DecodeError(f"unsupported schema-version header {version[:20]!r}")
+    try:
+        doc = orjson.loads(record.value or b"")
+        ext = doc["egress"]
+        if ext.get("schema_version") != SCHEMA_VERSION:
+            raise DecodeError(f"unsupported schema version {ext.get('schema_version')!r}")
+        d, event, info = doc["device"], doc["event"], ext["device"]
+        labels, observer = doc.get("labels") or _EMPTY, doc.get("observer") or _EMPTY
+        dev = DeviceRecord(
+            str(d["id"]), d.get("manufacturer"), info.get("organization"), tuple(map(str, info["ips"])), tuple(map(int, info["vlans"])),
+            _parse_iso(event["start"]), _parse_iso(event["end"]), int(info["flows_out"]), int(info["packets_out"]), int(info["bytes_out"]),
+            bool(info["lan_only"]), tuple(map(str, info["seen_by"])), str(labels.get("group", "")), bool(info["covered"]), str(d.get("name", "")),
+            str(labels.get("site", "")), str(observer.get("name", "")), str(observer.get("hostname", "")),
+        )  # fmt: skip
+    except DecodeError:
+        raise
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"not JSON: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DecodeError(f"not a device record: {type(exc).__name__}: {exc}") from None
+    if dev.manufacturer is not None and dev.manufacturer.__class__ is not str:
+        raise DecodeError("not a device record: a field has the wrong type")
+    return dev

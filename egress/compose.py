@@ -29,17 +29,19 @@ from egress.capture.prefilter import build_filter
 from egress.capture.tshark import tshark_path
 from egress.config import DEFAULT_POLICY_PATH, CaptureConfig, Config, GeoipConfig
 from egress.enrich import Enrichers
+from egress.enrich.brands import manufacturer
 from egress.enrich.oui import ManufNotFoundError, OuiRegistry, default_registry
 from egress.errors import DependencyMissing, InputError, UsageError
 from egress.flows.meter import FlowMeter
 from egress.health import POLL_STALE_SECONDS, Health
+from egress.inventory import Inventory
 from egress.listener import MetricsEndpoint
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
 from egress.policy.repeats import RepeatFilter
 from egress.policy.schema import Policy, default_policy, load_policy
-from egress.services.agent import Capture, Captures, SpoolDrainer
+from egress.services.agent import Capture, Captures, Devices, SpoolDrainer
 from egress.services.rules import RulesStage
 from egress.services.serve import AgentParts, InProcessParts
 from egress.sinks import Sink
@@ -107,19 +109,35 @@ def _enrichers(config: Config, policy: Policy, metrics: AgentMetrics) -> Enriche
     return Enrichers(LocalNetworks(policy.local_networks), country, asn, _oui_registry(), on_error=metrics.enrich_error)
 
 
-def _meter(config: Config, local: LocalNetworks, enrichers: Enrichers) -> FlowMeter:
-    return FlowMeter.from_config(config, local, enrichers.chain())
+def _meter(config: Config, local: LocalNetworks, enrichers: Enrichers, devices: Devices) -> FlowMeter:
+    return FlowMeter.from_config(config, local, enrichers.chain(), devices.inventory)
+
+
+def _devices(config: Config, policy: Policy, local: LocalNetworks, metrics: AgentMetrics) -> Devices:
+    """The device inventory every capture of the command feeds, judged by the policy (group,
+    covered, name) as the rules stage judges flows; its records go to kafka.devices_topic."""
+    registry = _oui_registry()
+    hostname = socket.gethostname()
+    inventory = Inventory(
+        local, lambda mac: manufacturer(mac, registry), Evaluator(policy).describe, site=config.site,
+        observer=(config.observer_name or hostname, hostname), grace_seconds=config.flows.idle_timeout,
+        on_error=functools.partial(metrics.enrich_error, "inventory"),
+    )  # fmt: skip
+    return Devices(inventory, config.kafka.devices_topic)
 
 
 def _file_capture(
-    config: Config, local: LocalNetworks, enrichers: Enrichers, path: Path, *,
+    config: Config, local: LocalNetworks, enrichers: Enrichers, devices: Devices, path: Path, *,
     analysis: Analysis | None = None, progress: Callable[[int], None] | None = None,
 ) -> Capture:  # fmt: skip
     """One capture file through its own flow table. For `analyze` (`analysis` given) a file
     that cannot be read is kept in its input_errors and the next file goes on, and what was
     read is added up; for `--read` the error ends the command (exit 2)."""
-    source = FileSource.for_networks(path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, dissect=config.capture.dissect, progress=progress)
-    meter = _meter(config, local, enrichers)
+    source = FileSource.for_networks(
+        path, list(local.networks), config.capture.bpf, chunk_packets=config.capture.chunk_packets, dissect=config.capture.dissect, progress=progress,
+        on_arp=devices.inventory.arp,
+    )  # fmt: skip
+    meter = _meter(config, local, enrichers, devices)
 
     def batches() -> Iterator[list[Packet] | None]:
         try:
@@ -140,7 +158,7 @@ def _file_capture(
         if analysis is not None:
             log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
 
-    return Capture("pcap" if analysis is None else str(path), batches, meter, skipped=lambda: source.report.frames_skipped)
+    return Capture("pcap" if analysis is None else str(path), batches, meter, skipped=lambda: source.report.frames_skipped, devices=devices)
 
 
 def check_inputs(files: Sequence[Path]) -> None:
@@ -167,20 +185,23 @@ def _interfaces(config: Config, read: Path | None, interfaces: Sequence[str] | N
     return chosen
 
 
-def _captures(config: Config, local: LocalNetworks, enrichers: Enrichers, metrics: AgentMetrics, read: Path | None, interfaces: tuple[str, ...]) -> Captures:
-    """`--read` one file, or one live capture per interface, each with its flow table."""
+def _captures(
+    config: Config, local: LocalNetworks, enrichers: Enrichers, devices: Devices, metrics: AgentMetrics, read: Path | None, interfaces: tuple[str, ...],
+) -> Captures:  # fmt: skip
+    """`--read` one file, or one live capture per interface, each with its flow table, all
+    feeding one device inventory."""
     if read is not None:
-        return Captures([_file_capture(config, local, enrichers, read)], metrics)
+        return Captures([_file_capture(config, local, enrichers, devices, read)], metrics)
     bpf = build_filter(local.networks, config.capture.bpf)
     captures = []
     for interface in interfaces:
         source = LiveSource(
             interface, bpf, snaplen=config.capture.snaplen, chunk_packets=config.capture.chunk_packets, dissect=config.capture.dissect,
             on_drops=functools.partial(metrics.capture_dropped, interface), on_restart=functools.partial(metrics.capture_interrupted, interface),
-            on_resumed=functools.partial(metrics.capture_resumed, interface),
+            on_resumed=functools.partial(metrics.capture_resumed, interface), on_arp=devices.inventory.arp,
         )  # fmt: skip
-        meter = _meter(config, local, enrichers)
-        captures.append(Capture(interface, source.batches, meter, open=source.start, close=source.stop, skipped=source.frames_skipped))
+        meter = _meter(config, local, enrichers, devices)
+        captures.append(Capture(interface, source.batches, meter, open=source.start, close=source.stop, skipped=source.frames_skipped, devices=devices))
     return Captures(captures, metrics)
 
 
@@ -205,16 +226,20 @@ def agent(config: Config, explicit_policy: bool, read: Path | None, interfaces: 
     health = Health()
     metrics = _agent_metrics(config, health)
     enrichers = _enrichers(config, policy, metrics)
-    captures = _captures(config, local, enrichers, metrics, read, chosen)
+    captures = _captures(config, local, enrichers, _devices(config, policy, local, metrics), metrics, read, chosen)
     kafka, topic = config.kafka, config.kafka.flows_topic
     endpoint = _endpoint(config, health)
+
+    def topics() -> Topics:
+        return Topics(kafka, [topic, kafka.devices_topic], compacted=[kafka.devices_topic])
+
     if config.spool.path is None:  # no spool: Kafka must be there at start (exit 3 otherwise)
         publisher = KafkaPublisher(kafka, on_error=metrics.flow_publish_failed)
-        components = [enrichers, endpoint, Topics(kafka, [topic]), publisher]
+        components = [enrichers, endpoint, topics(), publisher]
         return AgentParts(components, captures, metrics, topic, enrichers.reopen, health.check("kafka", starting="connecting"), publisher=publisher)
 
     async def connect() -> KafkaPublisher:  # its errors are the drainer's (kafka_unavailable_spooling)
-        await Topics(kafka, [topic]).start()
+        await topics().start()
         publisher = KafkaPublisher(kafka)
         await publisher.start()
         return publisher
@@ -238,12 +263,13 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
     health = Health()
     polling = health.check("kafka consumer", stale_after=POLL_STALE_SECONDS, starting="not polling yet", missing="no poll")
     publisher = KafkaPublisher(kafka, on_error=metrics.alert_publish_failed)  # alerts, dead letters, the baseline
-    subscriber = KafkaSubscriber(kafka, kafka.flows_topic, on_lag=metrics.lag, on_commit_refused=metrics.commit_refused, on_poll=polling.beat)
+    subscriber = KafkaSubscriber(kafka, [kafka.flows_topic, kafka.devices_topic], on_lag=metrics.lag, on_commit_refused=metrics.commit_refused, on_poll=polling.beat)
     state = BaselineState()
     gauges = BaselineMetrics(metrics, lambda: stage.evaluator)  # a reload replaces the evaluator
     baseline = BaselineTopic(kafka, state, publisher, on_change=gauges.refresh)
     sinks: list[Sink] = [MetricsSink(metrics), gauges, baseline, KafkaAlerts(publisher, kafka.alerts_topic)]
-    topics = Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic, kafka.baseline_topic], compacted=[kafka.baseline_topic])
+    topics = Topics(kafka, [kafka.flows_topic, kafka.alerts_topic, kafka.dead_letter_topic, kafka.baseline_topic, kafka.devices_topic],
+                    compacted=[kafka.baseline_topic, kafka.devices_topic])  # fmt: skip
     components: list[object] = [_endpoint(config, health), topics, publisher, baseline]
     if alerts_out is not None:
         lines = AlertLines(alerts_out)
@@ -251,7 +277,7 @@ def rules(config: Config, explicit_policy: bool, alerts_out: Path | None) -> tup
         components.append(lines)
     components.append(subscriber)
     stage = RulesStage(Evaluator(policy, state), subscriber, sinks, metrics, dead_letters=publisher, dead_letter_topic=kafka.dead_letter_topic,
-                       policy_path=policy_path, repeats=_repeats(config))  # fmt: skip
+                       policy_path=policy_path, repeats=_repeats(config), devices_topic=kafka.devices_topic)  # fmt: skip
     return components, stage, subscriber.request_stop
 
 
@@ -263,8 +289,9 @@ def _repeats(config: Config) -> RepeatFilter | None:
 def _in_process(
     config: Config, evaluator: Evaluator, policy_path: Path | None, sinks: Sequence[Sink], metrics: RulesMetrics, repeats: RepeatFilter | None = None,
 ) -> tuple[MemoryBus, RulesStage]:  # fmt: skip
-    bus = MemoryBus(config.kafka.flows_topic)
-    stage = RulesStage(evaluator, bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path, repeats=repeats)
+    bus = MemoryBus(config.kafka.flows_topic, also=(config.kafka.devices_topic,))
+    stage = RulesStage(evaluator, bus, sinks, metrics, dead_letters=bus, dead_letter_topic=config.kafka.dead_letter_topic, policy_path=policy_path, repeats=repeats,
+                       devices_topic=config.kafka.devices_topic)  # fmt: skip
     return bus, stage
 
 
@@ -285,7 +312,7 @@ def run(config: Config, explicit_policy: bool, read: Path | None, interfaces: Se
     evaluator = Evaluator(policy, state)
     sinks: list[Sink] = [MetricsSink(rules_metrics), BaselineMetrics(rules_metrics, lambda: stage.evaluator), lines]  # a reload replaces the evaluator
     bus, stage = _in_process(config, evaluator, policy_path, sinks, rules_metrics, _repeats(config))
-    captures = _captures(config, local, enrichers, agent_metrics, read, chosen)
+    captures = _captures(config, local, enrichers, _devices(config, policy, local, agent_metrics), agent_metrics, read, chosen)
     components = [enrichers, *_baseline_file(config, state), _endpoint(config, health), lines]
     return InProcessParts(components, [captures], bus, stage, agent_metrics, config.kafka.flows_topic, enrichers.reopen, linger=linger)
 
@@ -296,6 +323,7 @@ class Analysis:
 
     parts: InProcessParts
     report: Report
+    inventory: Inventory
     packets: int = 0
     warnings: list[str] = field(default_factory=list)
     input_errors: list[str] = field(default_factory=list)
@@ -330,6 +358,7 @@ def analyze(
         components.append(flows)
     bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(CollectorRegistry()))
     parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
-    analysis = Analysis(parts, report)
-    parts.captures = [Captures([_file_capture(config, local, enrichers, path, analysis=analysis, progress=progress)], metrics) for path in files]
+    devices = _devices(config, policy, local, metrics)
+    analysis = Analysis(parts, report, devices.inventory)
+    parts.captures = [Captures([_file_capture(config, local, enrichers, devices, path, analysis=analysis, progress=progress)], metrics) for path in files]
     return analysis

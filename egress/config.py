@@ -106,6 +106,7 @@ class KafkaConfig(_Section):
     alerts_topic: str = "egress.alerts"
     dead_letter_topic: str = "egress.deadletter"
     baseline_topic: str = "egress.baseline"  # compacted: the learned baseline every rules consumer reads whole and follows
+    devices_topic: str = "egress.devices"  # compacted, keyed by MAC: the agents' device inventory, read by the rules consumers too
     group_id: str = "egress-rules"
     partitions: int = Field(6, ge=1)  # for topics egress creates; existing topics keep theirs
     # For topics egress creates, null: decided from the brokers the admin client sees (1 on a single

@@ -3,7 +3,9 @@
 Capture yields `Packet`s; the flow table turns them into `FlowRecord`s; enrichers
 fill a record's optional fields in place before it leaves the flow meter, and nothing
 changes it after that; the policy gives each record a `Verdict` (group, outcome,
-`Alert`s). Only `egress.codec` knows how these look on the wire.
+`Alert`s). The device inventory sums up what each device sent as `DeviceRecord`s, which
+the policy judges too (a covered device that never leaves the LAN). Only `egress.codec`
+knows how these look on the wire.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ __all__ = [
     "FlowRecord",
     "Alert",
     "Verdict",
+    "DeviceRecord",
+    "DEVICE",
 ]
 
 TCP: Final = 6
@@ -30,6 +34,7 @@ UDP: Final = 17
 ICMP: Final = 1
 ICMPV6: Final = 58
 TRANSPORT_NAMES: Final[dict[int, str]] = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "ipv6-icmp"}
+DEVICE: Final = "device"  # the verdict of a device record: no flow, only the device itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,3 +162,44 @@ class Verdict:
     alerts: tuple[Alert, ...]
     covered: bool = False  # the device's brand is one of the policy's covered vendors
     rule: str = ""  # the rule.id that decided (GROUP/deny|allow/NAME, GROUP/baseline, default_verdict); "" for not-egress
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """One device of the inventory (`egress.inventory`), as published on `kafka.devices_topic`.
+
+    `*_out` count its egress: the flows it initiated to a non-local address, and the bytes
+    and packets it sent in them (`source.bytes`, `source.packets`: frames on the wire).
+    `lan_only`: no flow of its own was seen within the first idle timeout after its first
+    frame (or by the end of the input), so its covered-vendor alert, if any, comes from
+    this record rather than from a flow. `seen_by`: what revealed it (arp, lan, flow)."""
+
+    mac: str  # ECS form
+    manufacturer: str | None
+    organization: str | None
+    ips: tuple[str, ...]
+    vlans: tuple[int, ...]
+    first_seen: float
+    last_seen: float
+    flows_out: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    lan_only: bool = False
+    seen_by: tuple[str, ...] = ()
+    group: str = ""
+    covered: bool = False
+    name: str = ""
+    site: str = ""
+    observer_name: str = ""
+    observer_hostname: str = ""
+
+    def as_flow(self) -> FlowRecord:
+        """The device as the policy sees a flow's device (its group, its brand), and as its
+        covered-vendor alert carries it: no destination, no transport, nothing counted."""
+        ip = self.ips[0] if self.ips else ""
+        return FlowRecord(
+            start=self.first_seen, end=self.last_seen, transport=0, source=Endpoint(ip, 0, self.mac), destination=Endpoint("", 0),
+            vlans=self.vlans, community_id="", direction="internal", device_mac=self.mac, device_ip=ip or None,
+            device_manufacturer=self.manufacturer, device_organization=self.organization, site=self.site,
+            observer_name=self.observer_name, observer_hostname=self.observer_hostname,
+        )  # fmt: skip

@@ -310,10 +310,10 @@ def _names(partitions: set[TopicPartition]) -> list[str]:
 
 
 class KafkaSubscriber:
-    """Batches of the flows topic for one member of the consumer group."""
+    """Batches of the flows topic (and the devices topic) for one member of the consumer group."""
 
     def __init__(
-        self, cfg: KafkaConfig, topic: str, max_records: int = 2000, on_lag: Any = None,
+        self, cfg: KafkaConfig, topics: Sequence[str], max_records: int = 2000, on_lag: Any = None,
         on_commit_refused: Callable[[str, int], None] | None = None, on_poll: Callable[[], None] | None = None,
     ) -> None:  # fmt: skip
         """`on_lag(topic, partition, records)` after each fetch, `records` None once the
@@ -321,7 +321,7 @@ class KafkaSubscriber:
         partitions)` when the group refuses a commit (the telemetry event counts and logs it);
         `on_poll()` after each fetch, records or none (the /healthz heartbeat)."""
         self._cfg = cfg
-        self._topic = topic
+        self._topics = list(topics)
         self._on_lag = on_lag
         self._on_commit_refused = on_commit_refused
         self._on_poll = on_poll
@@ -342,7 +342,7 @@ class KafkaSubscriber:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
         )
-        self._consumer.subscribe([self._topic], listener=self._progress)
+        self._consumer.subscribe(self._topics, listener=self._progress)
         await _start(self._consumer, self._cfg)
 
     def request_stop(self) -> None:

@@ -1,7 +1,9 @@
-"""The in-process bus of `egress run`: a bounded queue per topic that has a subscriber.
+"""The in-process bus of `egress run`: one bounded queue for the topics its subscriber reads.
 
 A full queue makes the sender wait (backpressure), it never drops. A topic nobody
-subscribes to (alerts, dead letters in `run`) swallows what is sent to it.
+subscribes to (alerts, dead letters in `run`) swallows what is sent to it. The flows
+topic and `also` (the devices topic) share the queue, so the subscriber reads them in
+the order they were sent, as one agent's Kafka partition keeps them.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ _END = Message(None, b"")
 class MemoryBus:
     """One object plays both roles; `close()` ends the subscriber after what is queued."""
 
-    def __init__(self, topic: str, maxsize: int = 10_000, batch: int = 500) -> None:
+    def __init__(self, topic: str, maxsize: int = 10_000, batch: int = 500, *, also: tuple[str, ...] = ()) -> None:
         self._topic = topic
+        self._also = also
         self._queue: asyncio.Queue[Message] = asyncio.Queue(maxsize)
         self._batch = batch
         self._offset = 0
@@ -29,7 +32,7 @@ class MemoryBus:
         return None
 
     async def send(self, topic: str, message: Message) -> None:
-        if topic == self._topic:
+        if topic == self._topic or topic in self._also:
             self._offset += 1
             await self._queue.put(message)
 

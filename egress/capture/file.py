@@ -79,8 +79,11 @@ class FileSource:
         dissect: Dissect = "names",
         progress: Callable[[int], None] | None = None,
         prefilter: bool = True,
+        on_arp: Callable[[list[Packet]], None] | None = None,
     ) -> None:
+        """`on_arp`: the ARP frames the prefiltered route reads, for the device inventory (see PacketStream)."""
         self.path = path
+        self._on_arp = on_arp
         self._use_prefilter = prefilter
         self._bpf = bpf
         self._bpf_untagged = bpf_untagged
@@ -261,7 +264,7 @@ class FileSource:
 
     def _prefiltered(self, proc: subprocess.Popen[bytes], feeder: threading.Thread) -> Iterator[list[Packet]]:
         assert proc.stdout is not None and proc.stderr is not None
-        rot = PacketStream(proc.stdout, start_tshark, chunk_packets=self._chunk, name=str(self.path), dissect=self._dissect)
+        rot = PacketStream(proc.stdout, start_tshark, chunk_packets=self._chunk, name=str(self.path), dissect=self._dissect, on_arp=self._on_arp)
         finished = False
         try:
             for batch in rot.batches():

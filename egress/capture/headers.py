@@ -18,7 +18,8 @@ Sending tshark more than it needs never changes a result; sending it less could 
 name. So every test here errs towards tshark, and the packet-level equivalence with
 tshark's whole-file dissection is tested on every sample and real capture
 (tests/test_capture.py). Non-IP frames (ARP, LLDP, 802.3) are counted, as tshark's
-lines would be.
+lines would be; an ARP frame is also kept in `arp` (as a Packet of protocol 0 whose
+addresses are the sender's and the target's), for the device inventory alone.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ _TAGGED_IP4 = struct.Struct("!12sHHH" + _IPV4.format[1:])  # Ethernet, one 802.1
 _PLAIN_IP4 = struct.Struct("!12sH" + _IPV4.format[1:])  # Ethernet, IPv4
 
 _VLAN_8021Q, _VLAN_8021AD, _VLAN_9100 = 0x8100, 0x88A8, 0x9100
-_IP4, _IP6, _PPPOE_SESSION = 0x0800, 0x86DD, 0x8864
+_IP4, _IP6, _PPPOE_SESSION, _ARP = 0x0800, 0x86DD, 0x8864, 0x0806
+_ARP_IP4 = struct.Struct("!HHBBH6s4s6s4s")  # Ethernet/IPv4 ARP: hardware, protocol, sizes, opcode, sender, target
 _DNS = 53
 _STUN_COOKIE = b"\x21\x12\xa4\x42"  # RFC 5389; Dahua's inverted STUN starts 0xFE/0xFF, on the slow path already
 _TLS_HANDSHAKE = 0x16
@@ -106,6 +108,7 @@ class HeaderDecoder:
         self._ip6: dict[bytes, str] = {}
         self._vlan1: list[tuple[int, ...]] = [()] + [(vid,) for vid in range(1, 4096)]
         self._follow: OrderedDict[tuple[object, ...], int] = OrderedDict()  # direction → segments left
+        self.arp: list[Packet] = []  # ARP frames since the owner last took them (the device inventory's)
 
     def split(self, buf: bytes | bytearray, pos: int, filled: int, items: list[Packet | None]) -> tuple[int, list[tuple[int, int, int]], int]:
         """Decode the whole pcap records in buf[pos:filled]: a Packet for each one read by
@@ -191,6 +194,8 @@ class HeaderDecoder:
         elif etype == _PPPOE_SESSION or etype == _VLAN_9100:
             return DISSECT
         else:
+            if etype == _ARP and off + 28 <= end:
+                self._arp(buf, off, sec, frac, length, vlans)
             return NON_IP
         if ip is None:
             return DISSECT
@@ -198,6 +203,13 @@ class HeaderDecoder:
         dst_mac, src_mac = self._mac_pairs.get(pair) or self._mac_pair(pair)
         ts = (sec * self._units + frac) / self._units  # exact: the float that tshark's decimal time parses to
         return Packet(ts, length, src_mac, dst_mac, vlans, src, dst, proto, sport, dport, flags, icmp_type, icmp_code, None, None, self._interface, protocol)
+
+    def _arp(self, buf: bytes | bytearray, off: int, sec: int, frac: int, length: int, vlans: tuple[int, ...]) -> None:
+        hardware, protocol, hlen, plen, _, sender, sender_ip, target, target_ip = _ARP_IP4.unpack_from(buf, off)
+        if hardware == 1 and protocol == _IP4 and hlen == 6 and plen == 4:
+            ts = (sec * self._units + frac) / self._units
+            src, dst = socket.inet_ntoa(sender_ip), socket.inet_ntoa(target_ip)
+            self.arp.append(Packet(ts, length, sender.hex(":"), target.hex(":"), vlans, src, dst, 0, interface=self._interface))
 
     def _mac_pair(self, raw: bytes) -> tuple[str, str]:
         if len(self._mac_pairs) >= _CACHE_MAX:

@@ -65,8 +65,11 @@ class LiveSource:
         on_drops: Callable[[int], None] | None = None,
         on_restart: Callable[[float], None] | None = None,
         on_resumed: Callable[[], None] | None = None,
+        on_arp: Callable[[list[Packet]], None] | None = None,
     ) -> None:
+        """`on_arp`: the ARP frames of each batch, for the device inventory (see PacketStream)."""
         self.interface = interface
+        self._on_arp = on_arp
         self._bpf = bpf
         self._snaplen = snaplen
         self._buffer = buffer_mib
@@ -124,7 +127,7 @@ class LiveSource:
             assert proc.stdout is not None and proc.stderr is not None
             rot = self._rot = PacketStream(
                 proc.stdout, start_tshark, chunk_packets=self._chunk, dissect=self._dissect,
-                name=self.interface, interface=self.interface, tick_seconds=1.0,
+                name=self.interface, interface=self.interface, tick_seconds=1.0, on_arp=self._on_arp,
             )  # fmt: skip
             try:
                 yield from rot.batches()

@@ -64,15 +64,19 @@ class PacketStream:
         interface: str = "",
         tick_seconds: float | None = None,
         dissect: Dissect = "names",
+        on_arp: Callable[[list[Packet]], None] | None = None,
     ) -> None:
+        """`on_arp`: given the ARP frames read by their headers (the device inventory), on the
+        caller's thread just before the batch they came in."""
         self._stream = stream
+        self._on_arp = on_arp
         self._start = start_tshark
         self._chunk = chunk_packets
         self._name = name
         self._interface = interface
         self._tick = tick_seconds
         self._dissect_all = dissect == "all"
-        self._batches: queue.Queue[tuple[list[Packet | None], list[tuple[int, _Tshark]]] | None] = queue.Queue(maxsize=_BATCHES)
+        self._batches: queue.Queue[tuple[list[Packet | None], list[tuple[int, _Tshark]], list[Packet]] | None] = queue.Queue(maxsize=_BATCHES)
         self._alive: list[_Tshark] = []
         self._tshark: _Tshark | None = None  # the one being fed
         self._in_tshark = 0  # records it was fed
@@ -133,7 +137,10 @@ class PacketStream:
                 pos, dissect, non_ip = split(buf, 0, filled, batch)
                 stats.packets += len(batch) - len(dissect)
                 stats.non_ip += non_ip
-                self._hand_on(batch, dissect, view)
+                arp = decoder.arp
+                if arp:
+                    decoder.arp = []
+                self._hand_on(batch, dissect, view, arp)
                 view[: filled - pos] = view[pos:filled]  # the record cut by this read, to the front
                 filled -= pos
             self.leftover = filled  # a record cut short: tshark never sees half a packet
@@ -169,7 +176,7 @@ class PacketStream:
         assert proc.stdin is not None
         proc.stdin.write(self._head)
 
-    def _hand_on(self, batch: list[Packet | None], dissect: list[tuple[int, int, int]], view: memoryview) -> None:
+    def _hand_on(self, batch: list[Packet | None], dissect: list[tuple[int, int, int]], view: memoryview, arp: list[Packet]) -> None:
         """Queue the batch with the tshark that dissects each of its records for tshark, then
         write those records. In that order, the caller can always read the lines of a tshark
         blocked on a full stdout. At `chunk_packets` a fresh tshark takes over."""
@@ -184,8 +191,8 @@ class PacketStream:
             marks.append((index, feeds[-1][0]))
             feeds[-1][1].append(bytes(view[start:end]))
             self._in_tshark += 1
-        if batch:
-            self._batches.put((batch, marks))
+        if batch or arp:
+            self._batches.put((batch, marks, arp))
         for n, (proc, records) in enumerate(feeds):
             assert proc.stdin is not None
             proc.stdin.write(b"".join(records))
@@ -196,7 +203,7 @@ class PacketStream:
             self.to_tshark += len(records)
 
     # -- caller's thread -------------------------------------------------------------
-    def _next_batch(self) -> tuple[list[Packet | None], list[tuple[int, _Tshark]]] | None | Literal[False]:
+    def _next_batch(self) -> tuple[list[Packet | None], list[tuple[int, _Tshark]], list[Packet]] | None | Literal[False]:
         """The next batch; None at the end; False for a tick (nothing arrived for a while)."""
         if self._tick is None:
             return self._batches.get()
@@ -236,7 +243,9 @@ class PacketStream:
                 if got is False:
                     yield None
                     continue
-                batch, marks = got
+                batch, marks, arp = got
+                if arp and self._on_arp is not None:
+                    self._on_arp(arp)
                 for index, proc in marks:
                     if proc is not current:
                         if current is not None:

@@ -65,8 +65,11 @@ class FlowTable:
         self._flows: OrderedDict[tuple[object, ...], _Flow] = OrderedDict()
         self._clock = 0.0
         self._next_sweep = 0.0
-        self.packets_out_of_scope = 0
         self.flows_evicted = 0  # exported early: the table held max_flows
+        # for the device inventory, taken by the meter after each batch: the packets left out
+        # (LAN-only), and the first packet of each new flow (whose local ends have a flow)
+        self.out_of_scope: list[Packet] = []
+        self.opened: list[Packet] = []
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -85,10 +88,11 @@ class FlowTable:
         get, touch = flows.get, flows.move_to_end
         active = self._settings.active_timeout_seconds
         clock, next_sweep = self._clock, self._next_sweep
+        left_out = self.out_of_scope.append
         for pkt in packets:
             src, dst, sport, dport, proto = pkt.src_ip, pkt.dst_ip, pkt.sport, pkt.dport, pkt.proto
             if src in local and dst in local and sport != _DNS and dport != _DNS:
-                self.packets_out_of_scope += 1
+                left_out(pkt)
                 continue
             ts = pkt.ts
             if ts > clock:
@@ -136,6 +140,7 @@ class FlowTable:
             protocol = flow.protocol
         flow = _Flow(pkt, carried, protocol)
         self._flows[key] = flow
+        self.opened.append(pkt)
         if len(self._flows) > self._settings.max_flows:
             _, oldest = self._flows.popitem(last=False)
             out.append(self._export(oldest))

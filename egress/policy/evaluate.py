@@ -5,7 +5,9 @@ match is silent) → the learned baseline, where the group has one (`egress.base
 learned silently while its scope learns, then a new key raises one new-destination
 alert) → `default_verdict`. Where the group watches volume, every egress flow also
 adds to its device's window (one volume alert per window past the limit). A device
-whose brand is covered raises one covered-vendor alert, the first time it is seen.
+whose brand is covered raises one covered-vendor alert, the first time it is seen: in
+its first flow, or in its inventory record where it has no flow of its own
+(`judge_device`; the same `event.id` either way).
 State: the devices already reported, and the baseline's; every alert's `event.id`
 is deterministic (flow and rule; device; scope and key; device and window), so a
 consumer that restarts and raises one again writes a recognisable duplicate.
@@ -22,7 +24,7 @@ from egress.baseline.learner import Crossing, Learner
 from egress.baseline.settings import BaselineSettings, resolve
 from egress.baseline.state import BaselineState, Key
 from egress.codec import iso
-from egress.model import Alert, FlowRecord, Verdict
+from egress.model import DEVICE, Alert, DeviceRecord, FlowRecord, Verdict
 from egress.policy.schema import Group, Policy, RuleEntry
 
 __all__ = ["Evaluator", "Verdict", "UNASSIGNED"]
@@ -210,6 +212,19 @@ class Evaluator:
             return Verdict(rec, group.name, "allowed", tuple(alerts), covered, "default_verdict")
         alerts.append(self._alert(rec, group, "unexpected", "unexpected-destination", "medium", _MEANING["unexpected"]))
         return Verdict(rec, group.name, "unexpected", tuple(alerts), covered, "default_verdict")
+
+    def describe(self, device: DeviceRecord) -> tuple[str, bool, str]:
+        """(group, covered, inventory name) of an inventory record, as its flows would be judged."""
+        return self._group(device.as_flow()).group.name, self.is_covered(device.manufacturer), self._names.get(device.mac, "")
+
+    def judge_device(self, device: DeviceRecord) -> Verdict:
+        """An inventory record: its group and coverage, and the covered-vendor alert of a
+        `lan_only` device not yet reported (a device with flows gets it from its first flow)."""
+        rec = device.as_flow()
+        group = self._group(rec).group
+        covered = self.is_covered(device.manufacturer)
+        alert = self._covered_vendor(rec, group) if covered and device.lan_only else None
+        return Verdict(rec, group.name, DEVICE, (alert,) if alert is not None else (), covered)
 
     def _name(self, rec: FlowRecord) -> str:
         return self._names.get(rec.device_mac or "", "")

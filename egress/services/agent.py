@@ -1,4 +1,5 @@
-"""The agent: capture → flows → enrich → publish (Kafka for `egress agent`, memory for `run`).
+"""The agent: capture → flows → enrich → publish (Kafka for `egress agent`, memory for `run`);
+beside the flows, the device inventory's records (`Capture.devices`, on their own topic).
 
 Capture, the flow table and enrichment run on one named thread per source, because
 reading tshark's output is blocking and CPU-bound; they hand encoded messages to the
@@ -19,13 +20,14 @@ import structlog
 
 from egress.bus import Message, Publisher
 from egress.bus.spool import Spool
-from egress.codec import flow_message
+from egress.codec import device_message, flow_message
 from egress.errors import EgressError
 from egress.flows.meter import FlowMeter
-from egress.model import Packet
+from egress.inventory import Inventory
+from egress.model import DeviceRecord, Packet
 from egress.telemetry import AgentMetrics
 
-__all__ = ["CapturePump", "Capture", "Captures", "publish_loop", "SpoolDrainer", "spool_loop"]
+__all__ = ["CapturePump", "Capture", "Captures", "Devices", "publish_loop", "SpoolDrainer", "spool_loop"]
 
 log = structlog.get_logger("egress.agent")
 _BATCH = 256
@@ -50,8 +52,10 @@ class CapturePump:
         queue: asyncio.Queue[list[Message] | None],
         on_stop: Callable[[], None] | None = None,
         skipped: Callable[[], int] | None = None,
+        devices: Devices | None = None,
     ) -> None:
         self._batches = batches
+        self._devices = devices
         self._skipped = skipped
         self._skipped_counted = 0
         self._evicted_counted = 0
@@ -98,6 +102,8 @@ class CapturePump:
                     records = self._meter.add_many(packets)
                 for rec in records:
                     batch.append(flow_message(rec))
+                if self._devices is not None:
+                    batch += self._devices.messages(self._devices.inventory.due())
                 if counted >= _BATCH or packets is None or time.monotonic() - last_count >= 1.0:
                     if counted:
                         captured.inc(counted)  # at least once a second on a slow link, not only every _BATCH packets
@@ -122,6 +128,8 @@ class CapturePump:
             self._count_progress()
             try:
                 batch += [flow_message(rec) for rec in self._meter.flush()]
+                if self._devices is not None:
+                    batch += self._devices.messages(self._devices.inventory.flush())
                 if batch:
                     self._hand(batch)
             finally:
@@ -141,6 +149,17 @@ class CapturePump:
 
 
 @dataclass(frozen=True, slots=True)
+class Devices:
+    """The inventory the captures of a command share, and the topic its records go to."""
+
+    inventory: Inventory
+    topic: str
+
+    def messages(self, records: Sequence[DeviceRecord]) -> list[Message]:
+        return [device_message(dev, self.topic) for dev in records]
+
+
+@dataclass(frozen=True, slots=True)
 class Capture:
     """One source of packets and the flow meter its packets go through. `open` and `close`
     (a live interface's dumpcap) where the source holds a process; `skipped`, the frames
@@ -152,6 +171,7 @@ class Capture:
     open: Callable[[], None] | None = None
     close: Callable[[], None] | None = None
     skipped: Callable[[], int] | None = None
+    devices: Devices | None = None
 
 
 class Captures:
@@ -178,7 +198,8 @@ class Captures:
                 capture.open()
             self._opened.append(capture)
             self._pumps.append(
-                CapturePump(capture.batches, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close, skipped=capture.skipped)
+                CapturePump(capture.batches, capture.meter, self._metrics, capture.name, loop, self.queue, on_stop=capture.close, skipped=capture.skipped,
+                            devices=capture.devices)  # fmt: skip
             )
             self._metrics.count_flows_of(capture.meter.open_flows)
 
@@ -223,13 +244,19 @@ async def _batches(queue: asyncio.Queue[list[Message] | None], sources: int) -> 
 
 
 async def publish_loop(queue: asyncio.Queue[list[Message] | None], publisher: Publisher, topic: str, metrics: AgentMetrics, sources: int = 1) -> int:
-    """Publish every batch until each source has ended; returns the records published."""
+    """Publish every batch until each source has ended; returns the flow records published.
+    A message with a topic of its own (a device record) goes there."""
     published = 0
     async for batch in _batches(queue, sources):
+        flows = 0
         for message in batch:
-            await publisher.send(topic, message)
-        metrics.flows_exported.inc(len(batch))
-        published += len(batch)
+            if message.topic:
+                await publisher.send(message.topic, message)
+            else:
+                await publisher.send(topic, message)
+                flows += 1
+        metrics.flows_exported.inc(flows)
+        published += flows
     await publisher.flush()
     return published
 
@@ -237,7 +264,9 @@ async def publish_loop(queue: asyncio.Queue[list[Message] | None], publisher: Pu
 
 class SpoolDrainer:
     """Moves spooled records to Kafka in order; the spool cursor advances only after Kafka
-    acknowledged a batch. Kafka down at start or later: retry with a growing pause."""
+    acknowledged a batch. Kafka down at start or later: retry with a growing pause.
+    Device records are not spooled: `devices` keeps the latest of each device (its topic is
+    compacted, so the latest is all that counts), sent once the flows before it are."""
 
     def __init__(self, spool: Spool, connect: Callable[[], Awaitable[Publisher]], topic: str, metrics: AgentMetrics, batch: int = 2000) -> None:
         self._spool = spool
@@ -249,6 +278,7 @@ class SpoolDrainer:
         self._publisher: Publisher | None = None
         self.wake = asyncio.Event()
         self.delivered = 0
+        self.devices: dict[tuple[str, bytes | None], Message] = {}
 
     async def _connect(self) -> Publisher:
         publisher = await self._connect_to()
@@ -259,7 +289,7 @@ class SpoolDrainer:
         """Until the input has ended and the spool is empty (or cancelled)."""
         pause = 1.0
         while True:
-            if not len(self._spool):
+            if not len(self._spool) and not self.devices:
                 if input_done.is_set():
                     return
                 self.wake.clear()
@@ -271,9 +301,12 @@ class SpoolDrainer:
             try:
                 if self._publisher is None:
                     self._publisher = await self._connect()
-                batch, cursor = self._spool.peek(self._batch)
+                batch, cursor = self._spool.peek(self._batch) if len(self._spool) else ([], None)
                 for message in batch:
                     await self._publisher.send(self._topic, message)
+                devices = list(self.devices.items())
+                for (topic, _), message in devices:
+                    await self._publisher.send(topic, message)
                 await self._publisher.flush()
             except (EgressError, _kafka_error(), OSError, asyncio.TimeoutError) as exc:
                 self._metrics.kafka_unavailable_spooling(str(exc), len(self._spool), pause)
@@ -281,6 +314,11 @@ class SpoolDrainer:
                 pause = min(pause * 2, 30.0)
                 continue
             pause = 1.0
+            for key, message in devices:
+                if self.devices.get(key) is message:  # not replaced by a newer one meanwhile
+                    del self.devices[key]
+            if cursor is None:
+                continue
             self._spool.ack(len(batch), cursor)
             self.delivered += len(batch)
             self._metrics.flows_exported.inc(len(batch))
@@ -294,10 +332,16 @@ class SpoolDrainer:
 
 
 async def spool_loop(queue: asyncio.Queue[list[Message] | None], spool: Spool, drainer: SpoolDrainer, sources: int = 1) -> int:
-    """Append every batch to the spool (fsynced) and wake the drainer; returns records spooled."""
+    """Append every batch's flows to the spool (fsynced), its device records to the drainer's
+    latest, and wake the drainer; returns the flow records spooled."""
     spooled = 0
     async for batch in _batches(queue, sources):
-        await asyncio.to_thread(spool.append, batch)
-        spooled += len(batch)
+        flows = [m for m in batch if not m.topic]
+        for message in batch:
+            if message.topic:
+                drainer.devices[message.topic, message.key] = message
+        if flows:
+            await asyncio.to_thread(spool.append, flows)
+            spooled += len(flows)
         drainer.wake.set()
     return spooled

@@ -3,7 +3,9 @@
 (the in-process bus in, NDJSON or the report out).
 
 Per batch: decode each record (an undecodable one goes to the dead-letter topic with
-the reason in a header, and is counted), evaluate it, hand the verdicts to every sink;
+the reason in a header, and is counted), evaluate it (a record of `devices_topic`, the
+agents' device inventory, is judged as a device: `Evaluator.judge_device`), hand the
+verdicts to every sink;
 only when every sink has flushed (the alerts are delivered) is the batch committed
 (at-least-once). Evaluation runs in slices of `_SLICE` records between turns of the
 event loop, so the next fetch, the last batch's deliveries and its commit proceed
@@ -20,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from egress.bus import Message, Publisher, Record, Subscriber
-from egress.codec import DecodeError, read_flow
+from egress.codec import DecodeError, read_device, read_flow
 from egress.errors import EgressError
 from egress.model import Verdict
 from egress.policy.evaluate import Evaluator
@@ -53,6 +55,7 @@ class RulesStage:
         dead_letter_topic: str,
         policy_path: Path | None = None,
         repeats: RepeatFilter | None = None,
+        devices_topic: str = "",
     ) -> None:
         """`repeats`: alerts that repeat one within `alerts.repeat_after` are counted, not
         handed on (the services; `analyze` keeps every alert record)."""
@@ -64,7 +67,9 @@ class RulesStage:
         self._dlq = dead_letter_topic
         self._policy_path = policy_path
         self._repeats = repeats
-        self.evaluated = 0
+        self._devices_topic = devices_topic
+        self.evaluated = 0  # flow records
+        self.devices = 0  # device records
         self.alerts = 0
 
     async def run(self) -> None:
@@ -103,10 +108,15 @@ class RulesStage:
         verdicts: list[Verdict] = []
         dead: list[Message] = []
         evaluate = self.evaluator.evaluate
-        alerts = 0
+        devices_topic = self._devices_topic
+        alerts = devices = 0
         for msg in batch:
             try:
-                verdict = evaluate(read_flow(msg))
+                if devices_topic and msg.topic == devices_topic:
+                    verdict = self.evaluator.judge_device(read_device(msg))
+                    devices += 1
+                else:
+                    verdict = evaluate(read_flow(msg))
             except DecodeError as exc:
                 dead.append(self._dead_letter(msg, str(exc)))
                 continue
@@ -114,7 +124,8 @@ class RulesStage:
                 verdict = self._without_repeats(verdict, self._repeats)
             verdicts.append(verdict)
             alerts += len(verdict.alerts)
-        self.evaluated += len(verdicts)
+        self.evaluated += len(verdicts) - devices
+        self.devices += devices
         self.alerts += alerts
         return verdicts, dead
 

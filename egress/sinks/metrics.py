@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from egress.model import Verdict
+from egress.model import DEVICE, Verdict
 from egress.policy.evaluate import Evaluator
 from egress.telemetry import RulesMetrics, vendor_label
 
@@ -27,7 +27,8 @@ class MetricsSink:
         for verdict in verdicts:
             rec = verdict.flow
             key = (rec.site, verdict.group, verdict.verdict)
-            counts[key] = get(key, 0) + 1
+            if verdict.verdict != DEVICE:  # a device record (the inventory) is not a flow
+                counts[key] = get(key, 0) + 1
             device = rec.device_mac or rec.device_ip
             if device:
                 state = (rec.site, verdict.group, rec.device_manufacturer, verdict.covered)

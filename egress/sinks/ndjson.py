@@ -10,7 +10,7 @@ from typing import BinaryIO
 
 from egress.codec import alert_to_ecs, encode, verdict_to_ecs
 from egress.errors import UsageError
-from egress.model import Verdict
+from egress.model import DEVICE, Verdict
 
 __all__ = ["AlertLines", "FlowLines"]
 
@@ -61,4 +61,5 @@ class FlowLines(_Lines):
     async def write(self, verdicts: Sequence[Verdict]) -> None:
         out, ruleset = self._out, self._ruleset
         for verdict in verdicts:
-            out.write(encode(verdict_to_ecs(verdict, ruleset)) + b"\n")
+            if verdict.verdict != DEVICE:  # a device record of the inventory is no flow
+                out.write(encode(verdict_to_ecs(verdict, ruleset)) + b"\n")

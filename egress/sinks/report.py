@@ -18,13 +18,14 @@ from rich.console import Console
 from rich.table import Table
 
 from egress.codec import alert_to_ecs, encode
-from egress.model import Alert, FlowRecord, Verdict
+from egress.model import DEVICE, Alert, DeviceRecord, FlowRecord, Verdict
+from egress.sinks.devices import write_devices
 from egress.sinks.grouped import AlertGroup, group_alerts, utc_seconds
-from egress.sinks.overview import Overview
+from egress.sinks.overview import DeviceRow, Overview
 
 __all__ = ["Report", "CSV_COLUMNS"]
 
-Format = Literal["table", "json", "csv", "html"]
+Format = Literal["table", "json", "csv", "html", "devices", "devices-csv", "devices-json"]
 CSV_COLUMNS = (
     "first_seen", "last_seen", "category", "rule", "severity", "group", "device_mac", "device_ip", "vendor",
     "destination_ip", "destination_port", "transport", "protocol", "domain", "country", "asn",
@@ -63,9 +64,10 @@ class Report:
     async def write(self, verdicts: Sequence[Verdict]) -> None:
         overview = self._overview
         for verdict in verdicts:
-            self.flow(verdict.flow)
-            if overview is not None:
-                overview.add(verdict)
+            if verdict.verdict != DEVICE:  # a device record of the inventory: only its alert counts here
+                self.flow(verdict.flow)
+                if overview is not None:
+                    overview.add(verdict)
             for alert in verdict.alerts:
                 self.alert(alert)
 
@@ -102,12 +104,13 @@ class Report:
             "alerts_by_rule": dict(Counter(f"{a.category}:{a.rule_name}" for a in self._alerts).most_common()),
         }
 
-    def finish(self, packets: int = 0, warnings: Sequence[str] = ()) -> None:
+    def finish(self, packets: int = 0, warnings: Sequence[str] = (), devices: Sequence[DeviceRecord] = ()) -> None:
         """The grouped views (the CSV's header alone where nothing alerted), and the HTML page
-        (`packets` read and the inputs' `warnings` go in its summary). Not called when no input
-        could be read: an empty report would look like a clean result."""
+        (`packets` read and the inputs' `warnings` go in its summary), or the inventory's
+        `devices`. Not called when no input could be read: an empty report would look like a
+        clean result."""
         groups = group_alerts(self._alerts) if self._fmt != "json" or self._overview is not None else []
-        page = self._page(groups, packets, warnings) if self._overview is not None else ""
+        page = self._page(groups, packets, warnings, devices) if self._overview is not None else ""
         if self._html is not None:
             self._html.write(page)
             self._html.flush()
@@ -119,6 +122,8 @@ class Report:
             writer.writerows(map(_row, groups))
         elif self._fmt == "table":
             self._table(groups)
+        elif self._fmt.startswith("devices"):
+            write_devices(self._fmt, self._out, devices)
         self._out.flush()
 
     def _table(self, groups: list[AlertGroup]) -> None:
@@ -144,9 +149,14 @@ class Report:
             text = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
             console.print(f"[bold]{title}[/bold]: {text}")
 
-    def _page(self, groups: list[AlertGroup], packets: int, warnings: Sequence[str]) -> str:
+    def _page(self, groups: list[AlertGroup], packets: int, warnings: Sequence[str], devices: Sequence[DeviceRecord]) -> str:
+        """The page; its device table also lists the inventory's devices that no flow has (LAN-only)."""
         from egress.sinks.html import RunInfo, render_html
 
         assert self._overview is not None
+        rows = self._overview.devices()
+        known = {row.device for row in rows}
+        lan_only = [DeviceRow(d.mac, d.manufacturer or "", d.organization or "", d.ips, tuple(map(str, d.vlans)), d.group, d.name, d.covered,
+                              d.first_seen, d.last_seen) for d in devices if d.mac not in known]  # fmt: skip
         run = RunInfo(self._inputs, packets, self.flows, self.egress_flows, len(self._alerts), self._policy, tuple(warnings))
-        return render_html(run, self._overview.data(), groups)
+        return render_html(run, self._overview.data(sorted((*rows, *lan_only), key=lambda r: (not r.covered, r.device))), groups)

@@ -33,7 +33,8 @@ CAM, NVR, RESOLVER, CLOUD = "10.20.1.11", "10.20.0.5", "10.20.0.53", "192.0.2.10
 CAM6, NVR6, CLOUD6 = "fd00::11", "fd00::5", "2001:db8:1::1"
 RAW_IP = 101  # LINKTYPE_RAW: IP packets with no link layer, where libpcap has no `vlan`
 
-# (name, packet, passes): the module's rule is "at least one non-local endpoint, or DNS".
+# (name, packet, passes): the module's rule is "at least one non-local endpoint, or DNS";
+# and, for the device inventory alone, ARP, DHCP, mDNS, SSDP, TCP SYNs and 1 in 1024 IPv4 frames.
 CASES: list[tuple[str, Packet, bool]] = [
     ("egress tcp", IP(src=CAM, dst=CLOUD) / TCP(sport=40000, dport=443), True),
     ("inbound udp", IP(src="198.51.100.7", dst=CAM) / UDP(sport=3478, dport=40000), True),
@@ -41,11 +42,17 @@ CASES: list[tuple[str, Packet, bool]] = [
     ("local dns query", IP(src=CAM, dst=RESOLVER) / UDP(sport=40001, dport=53), True),
     ("local dns answer", IP(src=RESOLVER, dst=CAM) / UDP(sport=53, dport=40001), True),
     ("local dns over tcp", IP(src=CAM, dst=RESOLVER) / TCP(sport=40002, dport=53), True),
-    ("dhcp broadcast", IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67), False),
-    ("ssdp multicast", IP(src=CAM, dst="239.255.255.250") / UDP(sport=40003, dport=1900), False),
+    ("dhcp broadcast", IP(src="0.0.0.0", dst="255.255.255.255") / UDP(sport=68, dport=67), True),
+    ("ssdp multicast", IP(src=CAM, dst="239.255.255.250") / UDP(sport=40003, dport=1900), True),
+    ("mdns multicast", IP(src=CAM, dst="224.0.0.251") / UDP(sport=5353, dport=5353), True),
+    ("local tcp syn", IP(src=CAM, dst=NVR) / TCP(sport=40006, dport=8000, flags="S"), True),
+    ("local tcp syn-ack", IP(src=NVR, dst=CAM) / TCP(sport=8000, dport=40006, flags="SA"), False),
+    ("local tcp data", IP(src=CAM, dst=NVR) / TCP(sport=40006, dport=8000, flags="PA"), False),
+    ("local video sampled", IP(src=CAM, dst=NVR, id=0x0C00) / UDP(sport=40000, dport=5004), True),
+    ("ipv6 local syn", IPv6(src=CAM6, dst=NVR6) / TCP(sport=40007, dport=554, flags="S"), True),
     ("ipv6 egress", IPv6(src=CAM6, dst=CLOUD6) / TCP(sport=40004, dport=443), True),
     ("ipv6 local", IPv6(src=CAM6, dst=NVR6) / UDP(sport=40005, dport=5004), False),
-    ("arp", ARP(psrc=CAM, pdst=NVR), False),
+    ("arp", ARP(psrc=CAM, pdst=NVR), True),
 ]
 TAGS: dict[str, list[Packet]] = {
     "untagged": [],
@@ -92,7 +99,8 @@ EXPECTED = {name: passes for name, _, passes in CASES}
 
 @pytest.mark.parametrize("tags", TAGS.values(), ids=TAGS.keys())
 def test_filter_passes_non_local_and_dns_at_every_tag_depth(tmp_path: Path, tags: list[Packet]) -> None:
-    """Untagged, one tag (VLAN 0 included) or two: non-local IP and DNS pass, local-only traffic does not."""
+    """Untagged, one tag (VLAN 0 included) or two: non-local IP and DNS pass, local-only traffic does not,
+    except the device inventory's frames (ARP, DHCP, mDNS, SSDP, a SYN, a sampled IP ID)."""
     assert run_cases(tmp_path, build_filter(NETS), tags) == EXPECTED
 
 
@@ -143,8 +151,8 @@ EXTRAS: dict[str, Callable[[Packet], bool]] = {
     "ip proto \\tcp": lambda p: IP in p and TCP in p,
     "udp": lambda p: UDP in p,
     "ip6": lambda p: IPv6 in p,
-    "not port 53": lambda p: 53 not in (p.sport, p.dport),
-    f"not host {CLOUD} and not host {CLOUD6}": lambda p: CLOUD not in (p.src, p.dst) and CLOUD6 not in (p.src, p.dst),
+    "not port 53": lambda p: 53 not in (getattr(p, "sport", None), getattr(p, "dport", None)),
+    f"not host {CLOUD} and not host {CLOUD6}": lambda p: not {CLOUD, CLOUD6} & {getattr(p, k, None) for k in ("src", "dst", "psrc", "pdst")},
 }
 
 
@@ -182,15 +190,17 @@ def _rule_by_tshark(path: Path, extra: Callable[[Fields], bool]) -> list[bool]:
     tshark = shutil.which("tshark")
     if tshark is None:
         pytest.skip("tshark is not installed")
-    fields = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport"]
+    fields = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "tcp.flags", "ip.id", "arp.opcode"]
     argv = [tshark, "-r", str(path), "-T", "fields", "-E", "occurrence=f", "-E", "separator=,", *(a for f in fields for a in ("-e", f))]
     out = subprocess.run(argv, check=True, capture_output=True, text=True, timeout=60).stdout
     local, verdicts = LocalNetworks(DEFAULT_LOCAL_NETWORKS), []
     for line in out.splitlines():
         f = dict(zip(fields, line.split(","), strict=True))
         src, dst = f["ip.src"] or f["ipv6.src"], f["ip.dst"] or f["ipv6.dst"]
-        ports = [f[k] for k in fields[4:]]
-        verdicts.append(bool(src) and (src not in local or dst not in local or "53" in ports) and extra(f))
+        ports = [f[k] for k in fields[4:8]]
+        device = bool(f["arp.opcode"]) or bool({f["udp.srcport"], f["udp.dstport"]} & {"67", "68", "546", "547", "5353", "1900"})
+        device = device or (bool(f["tcp.flags"]) and int(f["tcp.flags"], 16) & 0x12 == 0x02) or (bool(f["ip.id"]) and int(f["ip.id"], 16) & 0x3FF == 0)
+        verdicts.append((device or (bool(src) and (src not in local or dst not in local or "53" in ports))) and extra(f))
     return verdicts
 
 
@@ -198,7 +208,8 @@ def _rule_by_tshark(path: Path, extra: Callable[[Fields], bool]) -> list[bool]:
 @pytest.mark.parametrize("name", SAMPLES)
 def test_on_the_sample_captures_libpcap_keeps_what_the_rule_keeps(tmp_path: Path, name: str, extra: str) -> None:
     """On the recorded samples (VLAN 20, IPv6 with a priority tag, QinQ) tcpdump keeps exactly the
-    frames whose tshark dissection has a non-local endpoint or port 53, and meets `capture.bpf`."""
+    frames whose tshark dissection has a non-local endpoint or port 53 or is one of the device
+    inventory's frames (ARP, DHCP, mDNS, SSDP, a TCP SYN, 1 in 1024 IPv4 IDs), and meets `capture.bpf`."""
     path = PCAPS / name
     verdicts, frames = _rule_by_tshark(path, SAMPLE_EXTRAS[extra]), rdpcap(str(path))
     kept = filtered(path, tmp_path / "out.pcap", build_filter(NETS, extra))

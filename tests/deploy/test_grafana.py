@@ -188,3 +188,19 @@ def test_learned_baseline_panels_have_data_in_prometheus(geoip: dict[str, Path],
     assert keys == {"learned": 2, "alerted": 3}
     for proc in procs:
         assert processes.stop(proc) == 0, proc.args[0]
+
+
+def test_device_inventory_panel() -> None:
+    """A table of the inventory (egress_devices by site, group, vendor and covered, as a table at the
+    range's end) in the Devices row, whose covered column is painted red where it is true."""
+    panel = next(p for p in panels() if p["title"].startswith("Device inventory"))
+    assert panel["type"] == "table"
+    (target,) = panel["targets"]
+    assert target["expr"].startswith("sum by (site, group, vendor, covered) (egress_devices{") and 'site=~"$site", group=~"$group"' in target["expr"]
+    assert target["instant"] is True and target["format"] == "table"
+    covered = next(o for o in panel["fieldConfig"]["overrides"] if o["matcher"] == {"id": "byName", "options": "covered"})
+    properties = {p["id"]: p["value"] for p in covered["properties"]}
+    assert properties["mappings"][0]["options"]["true"]["color"] == "red"
+    assert properties["custom.cellOptions"] == {"type": "color-background"}
+    titles = [p["title"] for p in DASHBOARD["panels"]]
+    assert titles.index("Devices") < titles.index(panel["title"]) < titles.index("Agent health")

@@ -37,6 +37,7 @@ def topics_env(bootstrap: str, **extra: str) -> dict[str, str]:
         "EGRESS_KAFKA__FLOWS_TOPIC": f"t{tag}.flows",
         "EGRESS_KAFKA__ALERTS_TOPIC": f"t{tag}.alerts",
         "EGRESS_KAFKA__DEAD_LETTER_TOPIC": f"t{tag}.deadletter",
+        "EGRESS_KAFKA__DEVICES_TOPIC": f"t{tag}.devices",
         "EGRESS_KAFKA__GROUP_ID": f"g{tag}",
         "EGRESS_METRICS__LISTEN": "127.0.0.1:0",
         "EGRESS_SPOOL__PATH": tempfile.mkdtemp(prefix="egress-spool-"),

@@ -154,13 +154,11 @@ class BaselineTopic:
         while True:
             fetched = await self._consumer.getmany(timeout_ms=1000)
             mine = self._headers
-            merged = 0
             for batch in fetched.values():
                 for record in batch:
                     if record.headers != mine:
                         self._apply(record.key, record.value)
-                        merged += 1
-            if merged and self._on_change is not None:  # our own records changed nothing: no gauges to recount
+            if fetched and self._on_change is not None:  # our own records too: the gauges' last word after the last batch
                 self._on_change()
 
     async def write(self, verdicts: Sequence[Verdict]) -> None:

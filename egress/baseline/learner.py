@@ -43,7 +43,7 @@ class Learner:
         scope's clock started or moved back, whether it learns at the flow's start, and its
         device's volume window's crossing if this flow made one. One call per flow, written
         out in one body: it runs for every egress flow a rules consumer reads."""
-        device = rec.device_mac or rec.device_ip
+        device = rec.device
         name = group if settings.scope == "group" else (device or rec.source.ip)
         start = rec.start
         state = self.state
@@ -69,19 +69,17 @@ class Learner:
         """`learned` (while learning), `known`, `held` (alerted before, not approved) or `new`
         (raise one new-destination alert); the key either way."""
         key = (scope, identity(rec), port_key(rec))
-        state = self.state
-        entry = state.entries.get(key)
+        entry = self.state.entries.get(key)
         if entry is None:
-            state.add(key, Entry(group, "learned" if learning else "alerted", rec.start, rec.end, 1, rec.source.bytes + rec.destination.bytes))
-            state.changed.add(("key", "\x1f".join(key)))
+            self.state.add(key, Entry(group, "learned" if learning else "alerted", rec.start, rec.end, 1, rec.source.bytes + rec.destination.bytes))
+            self.state.changed.add(("key", "\x1f".join(key)))
             return ("learned" if learning else "new"), key
         entry.flows += 1
         entry.bytes += rec.source.bytes + rec.destination.bytes
-        start, end = rec.start, rec.end
-        if start < entry.first_seen:
-            entry.first_seen = start
-        if end > entry.last_seen:
-            entry.last_seen = end
+        if rec.start < entry.first_seen:
+            entry.first_seen = rec.start
+        if rec.end > entry.last_seen:
+            entry.last_seen = rec.end
         if learning:
             return "learned", key
         return ("known" if entry.state == "learned" else "held"), key

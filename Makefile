@@ -13,7 +13,7 @@ demo: setup $(GEOIP)/Test-Country.mmdb
 test: setup
 	scripts/install-system-deps --test
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q
 
 setup: system-deps venv
 

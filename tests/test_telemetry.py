@@ -422,6 +422,62 @@ def test_spool_drainer_counts_kafka_unavailable_then_delivers(tmp_path: Path) ->
     assert _value(metrics, "egress_spool_records") == 0
 
 
+class _Session:
+    """A producer session that keeps what it was sent; `fail` makes its first flush raise
+    after the sends went out (a timeout reported while the broker got them anyway)."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+        self.sent: list[bytes] = []
+        self.stopped = False
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, topic: str, message: Message) -> None:
+        self.sent.append(message.value)
+
+    async def send_many(self, topic: str, messages: list[Message]) -> None:
+        self.sent += [m.value for m in messages]
+
+    async def flush(self) -> None:
+        if self.fail:
+            self.fail = False
+            raise OSError("request timed out")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+def test_spool_drainer_sends_a_failed_batch_again_in_a_new_producer_session(tmp_path: Path) -> None:
+    """A flush that failed may still have delivered: the batch goes again, but never through
+    the same idempotent session (two copies within one are what idempotence rules out). The
+    failed session is stopped; the spool is acknowledged only after the new one's flush."""
+    metrics = AgentMetrics(CollectorRegistry())
+    spool = Spool(tmp_path, 1 << 20)
+    spool.start()
+    spool.append([Message(b"k", b"v%d" % i) for i in range(5)])
+    sessions: list[_Session] = []
+
+    async def connect() -> _Session:
+        sessions.append(_Session(fail=not sessions))
+        return sessions[-1]
+
+    async def main() -> None:
+        drainer = SpoolDrainer(spool, connect, "flows", metrics)  # type: ignore[arg-type]
+        done = asyncio.Event()
+        done.set()
+        await drainer.run(done)
+        await drainer.stop()
+
+    asyncio.run(main())
+    spool.stop()
+    assert len(sessions) == 2
+    assert all(len(s.sent) == len(set(s.sent)) == 5 for s in sessions), [s.sent for s in sessions]
+    assert sessions[0].stopped and sessions[1].stopped
+    assert _value(metrics, "egress_flows_exported_total") == 5
+
+
 def test_flow_publish_failure_without_a_spool_is_counted_and_logged() -> None:
     """No spool: flow records Kafka refused move egress_publish_errors_total by their number
     and log `flow_publish_failed`, through the publisher's flush as `egress agent` wires it."""

@@ -310,6 +310,7 @@ class SpoolDrainer:
                 await self._publisher.flush()
             except (EgressError, _kafka_error(), OSError, asyncio.TimeoutError) as exc:
                 self._metrics.kafka_unavailable_spooling(str(exc), len(self._spool), pause)
+                await self._drop_publisher()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 30.0)
                 continue
@@ -323,12 +324,21 @@ class SpoolDrainer:
             self.delivered += len(batch)
             self._metrics.flows_exported.inc(len(batch))
 
+    async def _drop_publisher(self) -> None:
+        """After a failed batch the next try is a new producer session: the old one's own
+        retries may still have delivered part of the batch, and re-sent in the same session
+        those would be duplicates the idempotent producer promised not to write. Across
+        sessions a re-sent record is the at-least-once copy SPEC allows."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is None:
+            return
+        try:
+            await publisher.stop()
+        except (EgressError, _kafka_error(), OSError, asyncio.TimeoutError) as exc:
+            log.warning("kafka_stop_failed", reason=str(exc)[:200])
+
     async def stop(self) -> None:
-        if self._publisher is not None:
-            try:
-                await self._publisher.stop()
-            except (_kafka_error(), OSError) as exc:
-                log.warning("kafka_stop_failed", reason=str(exc)[:200])
+        await self._drop_publisher()
 
 
 async def spool_loop(queue: asyncio.Queue[list[Message] | None], spool: Spool, drainer: SpoolDrainer, sources: int = 1) -> int:

@@ -127,7 +127,7 @@ def _explicit_policy(args: argparse.Namespace) -> bool:
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
     from egress.capture.tshark import start_early
 
-    start_early()  # while the rest of egress loads
+    start_early()  # while the rest of egress loads (the `egress` command started one already)
     from egress import compose
     from egress.services.serve import in_process_main
     from egress.sinks.output import ReportFile, is_stdout

@@ -54,6 +54,19 @@ def test_prefilter_drops_intra_site_video() -> None:
     assert source.report.packets == len(seen) < 137
 
 
+@pytest.mark.parametrize("prefilter", [True, False])
+def test_progress_reports_the_whole_file_once(prefilter: bool) -> None:
+    """The progress bar's callback gets the file's size in all, whichever route read it
+    (tcpdump's read position, or the whole-file tshark), and the packets are the same."""
+    path = PCAPS / "street-cctv-vlan20.pcap"
+    moved: list[int] = []
+    with_bar, source = packets(path, prefilter=prefilter, progress=moved.append)
+    without, _ = packets(path, prefilter=prefilter)
+    assert source.report.prefiltered is prefilter
+    assert sum(moved) == path.stat().st_size and all(n > 0 for n in moved)
+    assert with_bar == without and with_bar
+
+
 @pytest.mark.parametrize("name", ["alexa-app-dns-tls-sni.pcapng", "xiaobai-y2-camera-idle-cn-p2p-keepalive.pcap"])
 def test_recycling_tshark_loses_nothing(name: str) -> None:
     """With a fresh tshark every 50 packets, the packets are the same as with one tshark."""

@@ -95,6 +95,7 @@ class FileSource:
         self._stream: io.BufferedReader | None = None  # a pipe, open from the check to the end
         self._head = b""
         self._prefilter_error = ""
+        self._read_done = threading.Event()  # the prefiltered read is over: the progress watcher stops
 
     @classmethod
     def for_networks(cls, path: Path, local_networks: Iterable[IPNetwork], extra_bpf: str = "", **kw: object) -> FileSource:
@@ -205,12 +206,14 @@ class FileSource:
             feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
         else:
             proc = spawn([*_LARGE_STDIO, tcpdump, "-r", str(self.path), "-w", "-", "--", bpf], stdin=subprocess.DEVNULL)
+            self._read_done.clear()
             feeder = threading.Thread(target=self._watch_progress, args=(proc,), name="egress-file-progress", daemon=True)
         feeder.start()
         assert proc.stdout is not None and proc.stderr is not None
         head = proc.stdout.peek(PCAP_HEADER_BYTES)[:PCAP_HEADER_BYTES] if hasattr(proc.stdout, "peek") else b""
         if len(head) < PCAP_HEADER_BYTES:
             reap(proc, wait_seconds=EXIT_SECONDS)  # its output ended: tcpdump refused the file or the filter
+            self._read_done.set()
             feeder.join()
             err = proc.stderr.read().decode("utf-8", "replace")
             self._prefilter_error = _last_line(err)
@@ -228,10 +231,12 @@ class FileSource:
 
     def _watch_progress(self, proc: subprocess.Popen[bytes]) -> None:
         """Report how far tcpdump has read the file, from its file descriptor's position
-        (/proc/PID/fdinfo), until it exits; the rest at the end."""
+        (/proc/PID/fdinfo), every 0.2 s until the read is done; the rest at the end. The
+        wait is on `_read_done`, not a sleep: the end of the file would wait for the next
+        tick (0.1 s on average, a fifth of a 100,000-packet analysis)."""
         done = 0
         fdinfo = _fdinfo_of(proc.pid, self.path) if self._progress is not None else None
-        while proc.poll() is None:
+        while not self._read_done.wait(0.2) and proc.poll() is None:
             if fdinfo is not None and self._progress is not None:
                 try:
                     pos = int(fdinfo.read_text().split()[1])  # "pos:\t<offset>"
@@ -241,7 +246,6 @@ class FileSource:
                 if pos > done:
                     self._progress(pos - done)
                     done = pos
-            time.sleep(0.2)
         if self._progress is not None:
             size = self.path.stat().st_size
             if size > done:
@@ -273,6 +277,7 @@ class FileSource:
             finished = True
         finally:
             reap(proc, wait_seconds=EXIT_SECONDS if finished else 0.0)  # stopped early: leave no tcpdump behind
+            self._read_done.set()
             feeder.join()
             err = proc.stderr.read().decode("utf-8", "replace")
             proc.stdout.close()

@@ -105,7 +105,9 @@ _early: list[subprocess.Popen[bytes]] = []
 def start_early() -> None:
     """Start one stream-reading tshark now, for the first capture that asks for one: its
     start-up (~0.2 s of loading dissectors) then overlaps egress's own instead of following
-    it. Without tshark, nothing: the capture says so when it starts."""
+    it. Without tshark, nothing: the capture says so when it starts. One waits at most."""
+    if _early:
+        return
     try:
         _early.append(spawn(tshark_argv(tshark_path()), tie_to_thread=False))
     except (DependencyMissing, OSError):

@@ -161,7 +161,7 @@ async def in_process_main(parts: InProcessParts) -> int:
         parts.stage.reload()
 
     async with Lifecycle(parts.components):
-        settle_heap()
+        settle_heap(collect=parts.service)
         notifier = SystemdNotifier({})
         if parts.service:
             on_signals(stop, reload)

@@ -14,8 +14,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import IO, Literal
 
-from rich.console import Console
-from rich.table import Table
 
 from egress.codec import alert_to_ecs, encode
 from egress.model import DEVICE, Alert, DeviceRecord, FlowRecord, Verdict
@@ -127,6 +125,9 @@ class Report:
         self._out.flush()
 
     def _table(self, groups: list[AlertGroup]) -> None:
+        from rich.console import Console  # here: ~30 ms of imports that the other formats do not need
+        from rich.table import Table
+
         # on a terminal, its width; piped, as wide as the rows need (a fixed width folded MACs and names)
         console = Console(file=self._out, width=None if self._out.isatty() else 10_000)
         table = Table(title=f"Alerts: {len(self._alerts)} flows in {len(groups)} rows of (device, destination, port, rule)", show_lines=False)

@@ -1,0 +1,32 @@
+"""What a start of `egress` loads: a short analysis is mostly start-up, so what it need not
+import stays out (measured in bench/vs_nfstream.py; here only what is or is not loaded)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+PROBE = """
+import sys
+import egress.cli, egress.compose, egress.services.serve
+loaded = sorted(m for m in sys.modules if m == "rich" or m.startswith("rich."))
+import structlog.dev, rich.traceback, rich.console
+print(loaded, structlog.dev.rich is None, rich.traceback.Traceback.__name__)
+"""
+
+
+def test_egress_loads_without_rich_and_leaves_it_importable() -> None:
+    """structlog is kept from loading rich (its traceback renderer, ~45 ms); rich itself is
+    still importable afterwards for the table report and the progress bar."""
+    out = subprocess.run([sys.executable, "-P", "-c", PROBE], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["[]", "True", "Traceback"], out
+
+
+def test_console_logs_render_an_exception_without_rich() -> None:
+    """The console renderer still prints a logged exception's traceback."""
+    code = (
+        "from egress.logs import configure\nimport structlog\nconfigure('console')\n"
+        "try:\n    1 / 0\nexcept ZeroDivisionError:\n    structlog.get_logger('t').exception('boom')\n"
+    )
+    err = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "boom" in err and "ZeroDivisionError: division by zero" in err and "Traceback" in err, err

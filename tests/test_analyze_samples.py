@@ -95,6 +95,17 @@ def test_sni_alone_allows_and_dns_learned_name_allows(geoip: dict[str, Path], tm
     assert not any(ip in ("198.51.100.150", "203.0.113.200") and cat != "covered-vendor" for ip, cat in alerted)
 
 
+def test_flows_out_is_replaced_by_the_next_analysis(geoip: dict[str, Path], tmp_path: Path) -> None:
+    """A second analysis writes its own flows to `--flows-out`, not the first run's again after them."""
+    flows_out, fresh = tmp_path / "flows.ndjson", tmp_path / "fresh.ndjson"
+    _analyze(PCAPS / "street-cctv-vlan20.pcap", geoip, "--flows-out", str(flows_out))
+    assert ndjson(flows_out.read_text())
+    _analyze(PCAPS / "trunk-qinq-mixed.pcap", geoip, "--flows-out", str(flows_out))
+    _analyze(PCAPS / "trunk-qinq-mixed.pcap", geoip, "--flows-out", str(fresh))
+    ids = [[f["network"]["community_id"] for f in ndjson(p.read_text())] for p in (flows_out, fresh)]
+    assert ids[0] == ids[1] and ids[0]
+
+
 def test_inbound_and_intra_site_flows_raise_nothing(geoip: dict[str, Path], tmp_path: Path) -> None:
     """The inbound RTSP connection is recorded as inbound with the camera as device, and never alerts."""
     flows_out = tmp_path / "flows.ndjson"

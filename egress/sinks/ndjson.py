@@ -16,8 +16,11 @@ __all__ = ["AlertLines", "FlowLines"]
 
 
 class _Lines:
-    """Appends one encoded record per line; `-` or None means stdout. The file is opened by
-    `start()` (a path that cannot be written is a one-line usage error) and closed by `stop()`."""
+    """One encoded record per line; `-` or None means stdout. The file is opened by `start()`
+    (a path that cannot be written is a one-line usage error) and closed by `stop()`. It is
+    appended to (`mode`): a service's alert lines go on across restarts, like a log."""
+
+    mode = "ab"
 
     def __init__(self, path: Path | None, what: str) -> None:
         self._path = None if path is None or str(path) == "-" else path
@@ -27,7 +30,7 @@ class _Lines:
     def start(self) -> None:
         if self._path is not None:
             try:
-                self._out = self._path.open("ab")
+                self._out = self._path.open(self.mode)
             except OSError as exc:
                 raise UsageError(f"{self._path}: cannot write the {self._what}: {exc.strerror}") from None
 
@@ -52,7 +55,11 @@ class AlertLines(_Lines):
 
 
 class FlowLines(_Lines):
-    """Every flow with its verdict and the rule that decided (`ruleset`: the policy's name)."""
+    """Every flow with its verdict and the rule that decided (`ruleset`: the policy's name).
+    An analysis's output: the file is replaced, as `-o` replaces the report (appended, a
+    second run of the same capture doubled every flow in it)."""
+
+    mode = "wb"
 
     def __init__(self, path: Path | None, ruleset: str) -> None:
         super().__init__(path, "flow records")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from egress.codec import alert_to_ecs, encode, verdict_to_ecs
 from egress.errors import UsageError
@@ -20,7 +20,7 @@ class _Lines:
     (a path that cannot be written is a one-line usage error) and closed by `stop()`. It is
     appended to (`mode`): a service's alert lines go on across restarts, like a log."""
 
-    mode = "ab"
+    mode: Literal["ab", "wb"] = "ab"
 
     def __init__(self, path: Path | None, what: str) -> None:
         self._path = None if path is None or str(path) == "-" else path
@@ -59,7 +59,7 @@ class FlowLines(_Lines):
     An analysis's output: the file is replaced, as `-o` replaces the report (appended, a
     second run of the same capture doubled every flow in it)."""
 
-    mode = "wb"
+    mode: Literal["ab", "wb"] = "wb"
 
     def __init__(self, path: Path | None, ruleset: str) -> None:
         super().__init__(path, "flow records")

@@ -196,6 +196,12 @@ def state_memory(n_keys: int, groups: int, traced: bool) -> dict[str, float]:
     return out
 
 
+def _own_checkout() -> dict[str, str]:
+    """The environment for this script's children: the egress of this checkout (a venv's
+    editable install may point at another one)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+
+
 def _poll_pause(done: float, n: int, elapsed: float) -> float:
     """Seconds until the next look at /metrics: each scrape costs the measured process (3 ms
     without a baseline, 8 ms with one: its series), so once records flow, half the time the
@@ -320,7 +326,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
         state = {}
         for mode in ("traced", "rss"):
             out = subprocess.run([sys.executable, __file__, "--groups", str(a.groups), "--devices", str(a.devices), "--child-state", str(a.state_keys), mode],
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+                                 capture_output=True, text=True, check=True, env=_own_checkout())  # fmt: skip
             state |= json.loads(out.stdout)
         report["state"] = state
         print(f"baseline state in-process: {state['keys']:,} keys ({state['scopes']} scopes, {state['volumes']:,} device volumes): "
@@ -332,7 +338,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
     flows_topic = f"bench-{uuid.uuid4().hex[:8]}.flows"
     result_file = Path(tempfile.mkdtemp()) / "publish.json"
     pub = measure([sys.executable, __file__, "--bootstrap", a.bootstrap, "--devices", str(a.devices), "--groups", str(a.groups),
-                   "--keys-per-group", str(a.keys_per_group), "--child-publish", flows_topic, str(a.records), str(result_file)])  # fmt: skip
+                   "--keys-per-group", str(a.keys_per_group), "--child-publish", flows_topic, str(a.records), str(result_file)], env=_own_checkout())  # fmt: skip
     if pub.returncode:
         sys.exit(f"publisher failed (exit {pub.returncode})")
     published = json.loads(result_file.read_text())

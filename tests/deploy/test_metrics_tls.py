@@ -108,8 +108,14 @@ def test_prometheus_scrapes_egress_over_tls_with_basic_auth_and_client_certifica
     assert health["egress-tls"] == ("up", "") and health["egress-mtls"] == ("up", ""), health
     assert health["wrong-password"] == ("down", "server returned HTTP status 401 Unauthorized"), health
     assert health["untrusted-ca"][0] == "down" and "x509: certificate signed by unknown authority" in health["untrusted-ca"][1], health
-    assert health["plain-http"][0] == "down" and health["plain-http"][1].endswith(": EOF"), health  # closed unanswered
-    assert health["no-client-cert"][0] == "down" and "tls: certificate required" in health["no-client-cert"][1], health
+    plain = health["plain-http"]  # closed unanswered: an end of file, or a reset where the request was still unread
+    assert plain[0] == "down" and (plain[1].endswith(": EOF") or plain[1].endswith("connection reset by peer")), health
+    # TLS 1.3: the client's handshake is over before the server has checked its (missing)
+    # certificate, so the server's "certificate required" alert races the client's request:
+    # read first, Prometheus reports the alert; written first, the closed connection
+    no_cert = health["no-client-cert"]
+    refused = ("tls: certificate required", "write: broken pipe", "connection reset by peer")
+    assert no_cert[0] == "down" and any(reason in no_cert[1] for reason in refused), health
 
     def captured(job_name: str) -> float:
         expr = f'sum(egress_packets_captured_total{{job="{job_name}"}})'

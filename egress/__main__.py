@@ -3,8 +3,8 @@
 `analyze` reads files through a tshark that spends ~0.16 s loading its dissectors before
 it reads a packet; egress's own imports (pydantic, structlog, the pipeline) take about as
 long. Started here, before them, the two overlap (on a 100,000-packet capture tshark's
-start-up is half of the run, when it follows them). The early tshark waits on its stdin for the first capture, and ends with
-egress (its stdin closes) if none asks for it."""
+start-up is half of the run, when it follows them). The early tshark waits on its stdin
+for the first capture, and ends with egress (its stdin closes) if none asks for it."""
 
 import sys
 

@@ -59,7 +59,7 @@ class FlowLines(_Lines):
     An analysis's output: the file is replaced, as `-o` replaces the report (appended, a
     second run of the same capture doubled every flow in it)."""
 
-    mode: Literal["ab", "wb"] = "wb"
+    mode = "wb"
 
     def __init__(self, path: Path | None, ruleset: str) -> None:
         super().__init__(path, "flow records")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import struct
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -188,6 +190,33 @@ def test_a_stream_is_split_in_either_byte_order_and_precision(fmt: tuple[str, bo
     assert _seen(got) == [(1_700_000_000.25 + i, 62, "44:19:b6:12:34:56", "10.20.1.11", "192.0.2.50", 40000, 32100) for i in range(5)]
     assert rot.leftover == 0
     assert (rot.to_tshark, rot.rotations) == ((5, 2) if dissect == "all" else (0, 0))
+
+
+def test_a_tshark_filled_at_the_end_of_a_batch_is_let_go() -> None:
+    """A tshark whose share is full exactly at the end of a batch gets its end of input when
+    the next one takes over: it used to be left waiting on its stdin, and the stream waited
+    for it to exit, forever (a live capture, whose batches are small, would have stopped)."""
+    whole = _pcap("<", False, False, count=4)
+    frame = (len(whole) - 24) // 4
+    read, write = os.pipe()
+    os.write(write, whole[: 24 + 2 * frame])  # the header and two records: the first batch
+    rot = PacketStream(os.fdopen(read, "rb", buffering=0), lambda: spawn(tshark_argv(tshark_path()), tie_to_thread=False), chunk_packets=2, dissect="all")
+    got: list[Packet] = []
+
+    def consume() -> None:
+        for batch in rot.batches():
+            if batch and not got:  # the first batch is read and dissected: now the rest
+                os.write(write, whole[24 + 2 * frame :])
+                os.close(write)
+            got.extend(p for p in batch or () if p is not None)
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    consumer.join(timeout=30)
+    stuck = consumer.is_alive()
+    rot.close()
+    assert not stuck, "the stream waited for a tshark that was never told its input had ended"
+    assert (len(got), rot.to_tshark, rot.rotations) == (4, 4, 1)
 
 
 @pytest.mark.parametrize("order", "<>")

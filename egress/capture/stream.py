@@ -184,8 +184,8 @@ class PacketStream:
         feeds: list[tuple[_Tshark, list[bytes]]] = []
         for index, start, end in dissect:
             if self._in_tshark >= self._chunk or not feeds:
-                if self._in_tshark >= self._chunk:
-                    self._rotate(close=False)
+                if self._in_tshark >= self._chunk:  # the full one's input ends now if none of its records is in this batch, else once they are written
+                    self._rotate(close=not feeds)
                 assert self._tshark is not None
                 feeds.append((self._tshark, []))
             marks.append((index, feeds[-1][0]))

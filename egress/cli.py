@@ -125,16 +125,28 @@ def _explicit_policy(args: argparse.Namespace) -> bool:
 
 
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
-    from egress.capture.tshark import start_early
+    from egress.capture import file, tshark
 
-    start_early()  # while the rest of egress loads (the `egress` command started one already)
+    tshark.start_early()  # while the rest of egress loads (the `egress` command started one already)
+    try:
+        return _analyze(args, config)
+    finally:
+        file.discard_early()
+
+
+def _analyze(args: argparse.Namespace, config: Config) -> int:
+    from egress.capture.file import start_early
+    from egress.inputs import check_inputs, choose_policy
+    from egress.localnet import LocalNetworks
+
+    check_inputs(args.pcaps)
+    policy, policy_path = choose_policy(config, _explicit_policy(args))
+    start_early(args.pcaps[0], LocalNetworks(policy.local_networks).networks, config.capture.bpf)  # as compose's imports load
     from egress import compose
     from egress.services.serve import in_process_main
     from egress.sinks.output import ReportFile, is_stdout
     from egress.sinks.report import Report
 
-    compose.check_inputs(args.pcaps)
-    policy, policy_path = compose.choose_policy(config, _explicit_policy(args))
     if args.report is not None and is_stdout(args.report) and is_stdout(args.output):
         raise UsageError(f"--report -: the {args.format} report goes to standard output already (give -o F, or --report a file)")
     with ExitStack() as stack:

@@ -27,20 +27,21 @@ from egress.capture.file import FileSource
 from egress.capture.live import LiveSource
 from egress.capture.prefilter import build_filter
 from egress.capture.tshark import tshark_path
-from egress.config import DEFAULT_POLICY_PATH, CaptureConfig, Config, GeoipConfig
+from egress.config import CaptureConfig, Config, GeoipConfig
 from egress.enrich import Enrichers
 from egress.enrich.brands import manufacturer
 from egress.enrich.oui import ManufNotFoundError, OuiRegistry, default_registry
 from egress.errors import DependencyMissing, InputError, UsageError
 from egress.flows.meter import FlowMeter
 from egress.health import POLL_STALE_SECONDS, Health
+from egress.inputs import check_inputs, choose_policy
 from egress.inventory import Inventory
 from egress.listener import MetricsEndpoint
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
 from egress.policy.repeats import RepeatFilter
-from egress.policy.schema import Policy, default_policy, load_policy
+from egress.policy.schema import Policy
 from egress.services.agent import Capture, Captures, Devices, SpoolDrainer
 from egress.services.rules import RulesStage
 from egress.services.serve import AgentParts, InProcessParts
@@ -52,22 +53,9 @@ from egress.sinks.report import Report
 from egress.telemetry import AgentMetrics, RulesMetrics
 from egress.webconfig import load_web_config
 
-__all__ = ["Analysis", "check_inputs", "choose_policy", "geoip_skipped", "agent", "rules", "run", "analyze"]
+__all__ = ["Analysis", "geoip_skipped", "agent", "rules", "run", "analyze"]
 
 log = structlog.get_logger("egress.compose")
-
-
-def choose_policy(config: Config, explicit: bool) -> tuple[Policy, Path | None]:
-    """The policy, and the file a SIGHUP re-reads (None for the built-in policy). The
-    built-in one is used only when nobody named a policy or a config and the default file
-    is absent: `check`, `analyze` and the services decide alike."""
-    if not explicit and config.policy_file == DEFAULT_POLICY_PATH and not DEFAULT_POLICY_PATH.exists():
-        log.warning("policy_default", reason=f"{DEFAULT_POLICY_PATH} not found; every egress is unexpected under the built-in policy")
-        return default_policy(), None
-    policy = load_policy(config.policy_file)
-    for warning in policy.warnings:
-        log.warning("policy_warning", message=warning)
-    return policy, config.policy_file
 
 
 def geoip_skipped(config: Config, policy: Policy, kind: str) -> bool:
@@ -159,14 +147,6 @@ def _file_capture(
             log.info("capture_done", file=str(path), packets=source.report.packets, flows=meter.flows_exported, prefiltered=source.report.prefiltered)
 
     return Capture("pcap" if analysis is None else str(path), batches, meter, skipped=lambda: source.report.frames_skipped, devices=devices)
-
-
-def check_inputs(files: Sequence[Path]) -> None:
-    """tshark is there and every capture file exists, before anything starts."""
-    tshark_path()
-    for path in files:
-        if not path.exists():
-            raise InputError(f"{path}: no such file")
 
 
 def _interfaces(config: Config, read: Path | None, interfaces: Sequence[str] | None) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Literal
 
 import pytest
 
+from egress.capture import file as capture_file
 from egress.capture.file import FileSource
 from egress.capture.pcapfile import PCAP_MAGICS, PcapMagic
 from egress.capture.process import spawn
@@ -267,6 +268,39 @@ def test_a_reader_that_stops_early_leaves_no_child_behind(prefilter: bool) -> No
     next(stream)
     assert _children() - before  # tcpdump and/or tshark are running
     stream.close()
+    assert _children() - before == set()
+
+
+def test_the_early_prefilter_is_the_one_that_reads_its_file() -> None:
+    """`analyze` starts its first file's tcpdump before the pipeline is built: that tcpdump
+    (same file, same filter) is the one the file's source reads, and the packets are the same."""
+    path = PCAPS / "street-cctv-vlan20.pcap"
+    expected, _ = packets(path)
+    before = _children()
+    capture_file.start_early(path, LOCAL.networks)
+    early = _children() - before
+    assert len(early) == 1  # the tcpdump, waiting on a full pipe
+    source = FileSource.for_networks(path, list(LOCAL.networks))
+    stream = source.packets()
+    got = [next(stream)]
+    tcpdumps = [pid for pid in _children() - before if Path(f"/proc/{pid}/comm").read_text().strip() == "tcpdump"]
+    assert tcpdumps == list(early)  # it was taken: no second one was started
+    got += list(stream)
+    assert [p for p in got if in_scope(p, LOCAL)] == expected and source.report.prefiltered
+    assert _children() - before == set()
+
+
+def test_an_early_prefilter_nobody_takes_is_ended(tmp_path: Path) -> None:
+    """A first file that is refused (not a capture), or read with another filter, leaves no tcpdump behind."""
+    before = _children()
+    text = tmp_path / "notes.pcap"
+    text.write_text("not a capture\n")
+    capture_file.start_early(text, LOCAL.networks)
+    with pytest.raises(InputError, match="not a capture file"):
+        packets(text)
+    capture_file.start_early(PCAPS / "street-cctv-vlan20.pcap", LOCAL.networks)
+    assert _children() - before
+    packets(PCAPS / "street-cctv-vlan20.pcap", extra_bpf="tcp")
     assert _children() - before == set()
 
 

@@ -87,11 +87,12 @@ def _key(text: str) -> Key:
 
 def _learn(args: argparse.Namespace, config: Config, explicit_policy: bool) -> int:
     from egress import compose
+    from egress.inputs import check_inputs, choose_policy
     from egress.services.serve import in_process_main
     from egress.sinks.report import Report
 
-    compose.check_inputs(args.pcaps)
-    policy, _ = compose.choose_policy(config, explicit_policy)
+    check_inputs(args.pcaps)
+    policy, _ = choose_policy(config, explicit_policy)
     if policy.baseline is None and not any(g.baseline is not None for g in policy.groups):
         raise UsageError(f"{config.policy_file}: the policy has no baseline: section, so nothing would be learned")
     analysis = compose.analyze(config, policy, args.pcaps, Report("json", io.StringIO()), learn_everything=True)

@@ -35,7 +35,7 @@ from egress.errors import InputError
 from egress.localnet import IPNetwork
 from egress.model import Packet
 
-__all__ = ["FileSource", "FileReport"]
+__all__ = ["FileSource", "FileReport", "start_early", "discard_early"]
 
 log = structlog.get_logger("egress.capture")
 
@@ -167,6 +167,7 @@ class FileSource:
         finally:
             if self._stream is not None:
                 self._stream.close()
+            discard_early()  # one started for this file with another filter, or for a file refused
         if self.report.packets == 0 and self.report.frames_skipped:
             self.report.warnings.append(
                 f"{self.path}: no IP packet in {self.report.frames_skipped} frames (a link type or protocol egress does not decode)"
@@ -205,7 +206,9 @@ class FileSource:
             proc = spawn([tcpdump, "-r", "-", "-w", "-", "--", bpf])  # stdio's own buffers: a pipe may pause
             feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
         else:
-            proc = spawn([*_LARGE_STDIO, tcpdump, "-r", str(self.path), "-w", "-", "--", bpf], stdin=subprocess.DEVNULL)
+            argv = _prefilter_argv(tcpdump, self.path, bpf)
+            key = tuple(argv)
+            proc = _early.pop(key) if key in _early else spawn(argv, stdin=subprocess.DEVNULL)
             self._read_done.clear()
             feeder = threading.Thread(target=self._watch_progress, args=(proc,), name="egress-file-progress", daemon=True)
         feeder.start()
@@ -344,6 +347,33 @@ class FileSource:
         if not self.report.truncated:
             self.report.truncated = True
             self.report.warnings.append(f"{self.path}: capture cut short; analysed up to the cut")
+
+
+def _prefilter_argv(tcpdump: str, path: Path, bpf: str) -> list[str]:
+    return [*_LARGE_STDIO, tcpdump, "-r", str(path), "-w", "-", "--", bpf]
+
+
+_early: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
+
+
+def start_early(path: Path, local_networks: Iterable[IPNetwork], extra_bpf: str = "") -> None:
+    """Start the prefilter of `analyze`'s first file now, while the rest of egress loads
+    (tcpdump needs ~30 ms to start and open the file): the FileSource that reads this file
+    with this filter takes it. A pipe is left alone (it is read once, and checked first)."""
+    tcpdump = shutil.which("tcpdump")
+    if tcpdump is None or _early or not path.is_file():
+        return
+    argv = _prefilter_argv(tcpdump, path, build_filter(list(local_networks), extra_bpf))
+    try:
+        _early[tuple(argv)] = spawn(argv, stdin=subprocess.DEVNULL)
+    except OSError:
+        return
+
+
+def discard_early() -> None:
+    """End an early prefilter nobody took (its file was refused, or read with another filter)."""
+    while _early:
+        reap(_early.popitem()[1])
 
 
 def _fdinfo_of(pid: int, path: Path) -> Path | None:

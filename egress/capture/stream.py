@@ -233,7 +233,7 @@ class PacketStream:
         reader = threading.Thread(target=self._read, name=f"egress-split-{self._name}", daemon=True)
         reader.start()
         current: _Tshark | None = None
-        lines = 0
+        lines = missing = 0  # of the current tshark: records answered, and not
         stats = self._dissected
         try:
             while True:
@@ -250,19 +250,20 @@ class PacketStream:
                     if proc is not current:
                         if current is not None:
                             self._finish(current, lines)
-                        current, lines = proc, 0
+                        current, lines, missing = proc, 0, 0
                     assert proc.stdout is not None
                     raw = proc.stdout.readline()
                     if not raw:
                         if lines == 0:
                             self._finish(proc, 0)  # one that never got going raises
                         stats.bad += 1  # tshark ended before this record: its stderr says why
+                        missing += 1
                         continue
                     lines += 1
                     batch[index] = parse_line(raw.decode("utf-8", "replace"), stats, self._interface)
                 yield [p for p in batch if p is not None] if marks else batch  # type: ignore[misc]
             if current is not None and current in self._alive:
-                self._finish(current, lines)
+                self._finish(current, lines, answered=not missing)
             reader.join()
             for proc in list(self._alive):  # started, never needed: still, one that failed is an error
                 self._finish(proc, 0)
@@ -271,9 +272,17 @@ class PacketStream:
         finally:
             self.close()
 
-    def _finish(self, proc: _Tshark, lines: int) -> None:
-        """A tshark whose records are all read: reaped, its errors kept, forgotten."""
+    def _finish(self, proc: _Tshark, lines: int, *, answered: bool = False) -> None:
+        """A tshark whose records are all read: reaped, its errors kept, forgotten.
+
+        `answered` (the last one, at the end of the stream): it gave a line for every record it
+        was fed and its input has ended, so nothing is left to hear from it but its exit, ~15 ms
+        of freeing its dissectors at the end of every analysis: it is killed instead (what it
+        wrote to stderr is still read). One that answered nothing is waited for: its exit
+        status tells a tshark that never got going from a quiet network."""
         assert proc.stdout is not None
+        if answered and lines:
+            proc.kill()
         proc.stdout.read()  # anything past its records (nothing, normally) lets it exit
         reap(proc, wait_seconds=EXIT_SECONDS)
         errors = self._collect_stderr(proc)

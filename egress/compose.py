@@ -14,9 +14,9 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from egress.bus.memory import MemoryBus
@@ -36,7 +36,6 @@ from egress.flows.meter import FlowMeter
 from egress.health import POLL_STALE_SECONDS, Health
 from egress.inputs import check_inputs, choose_policy
 from egress.inventory import Inventory
-from egress.listener import MetricsEndpoint
 from egress.localnet import LocalNetworks
 from egress.model import Packet
 from egress.policy.evaluate import Evaluator
@@ -52,6 +51,9 @@ from egress.sinks.ndjson import AlertLines, FlowLines
 from egress.sinks.report import Report
 from egress.telemetry import AgentMetrics, RulesMetrics
 from egress.webconfig import load_web_config
+
+if TYPE_CHECKING:
+    from egress.listener import MetricsEndpoint
 
 __all__ = ["Analysis", "geoip_skipped", "agent", "rules", "run", "analyze"]
 
@@ -187,6 +189,8 @@ def _captures(
 
 def _endpoint(config: Config, health: Health) -> MetricsEndpoint:
     """The metrics listener; its web config is read (and its certificate loaded) now, before anything starts."""
+    from egress.listener import MetricsEndpoint  # the services': `analyze` serves nothing
+
     web = config.metrics.web_config
     return MetricsEndpoint(config.metrics.listen, health, load_web_config(web) if web is not None else None)
 
@@ -319,14 +323,15 @@ class Analysis:
 
 def analyze(
     config: Config, policy: Policy, files: Sequence[Path], report: Report, *,
-    flows_out: Path | None = None, progress: Callable[[int], None] | None = None, learn_everything: bool = False,
+    flows_out: Path | None = None, progress: Callable[[int], None] | None = None, learn_everything: bool = False, metrics: AgentMetrics | None = None,
 ) -> Analysis:  # fmt: skip
     """Each file through its own flow table, one after another, into the rules stage of
     `run` with the report (and the flows file) as sinks. A file that cannot be read is
     logged and kept in `input_errors`; the others are analysed. `learn_everything`: the
-    files are the baseline's learning period (`egress baseline learn`)."""
+    files are the baseline's learning period (`egress baseline learn`). `metrics`: where the
+    capture's counts go; by default nowhere (nothing serves an analysis's metrics)."""
     local = LocalNetworks(policy.local_networks)
-    metrics = AgentMetrics(CollectorRegistry())  # nothing serves them: a registry of the run's own
+    metrics = metrics if metrics is not None else AgentMetrics(served=False)
     enrichers = _enrichers(config, policy, metrics)
     sinks: list[Sink] = [report]
     state = BaselineState()
@@ -336,7 +341,7 @@ def analyze(
         flows = FlowLines(flows_out, policy.name)
         sinks.append(flows)
         components.append(flows)
-    bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(CollectorRegistry()))
+    bus, stage = _in_process(config, evaluator, None, sinks, RulesMetrics(served=False))
     parts = InProcessParts(components, [], bus, stage, metrics, config.kafka.flows_topic, enrichers.reopen, service=False)
     devices = _devices(config, policy, local, metrics)
     analysis = Analysis(parts, report, devices.inventory)

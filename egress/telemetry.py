@@ -21,9 +21,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Info, disable_created_metrics
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -31,11 +30,13 @@ from egress import __version__
 from egress.enrich.brands import BRANDS
 from egress.health import CAPTURE_STALE_SECONDS, INTERFACE_AWAY_SECONDS, Check, Health
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 __all__ = ["AgentMetrics", "RulesMetrics", "BurstSampler", "vendor_label"]
 
 log = structlog.get_logger("egress.telemetry")
 _BRANDS = frozenset(BRANDS)
-disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client; the *_created series double every counter for no use in alerting
 
 
 def vendor_label(manufacturer: str | None) -> str:
@@ -90,9 +91,47 @@ class BurstSampler:
         getattr(log, level)(event, **fields)
 
 
-def _build_info(registry: CollectorRegistry) -> None:
+class _Unserved:
+    """A metric of a one-off run that nothing serves (`egress analyze`): it takes every call
+    and keeps nothing, so such a run does not import prometheus_client (~10 ms of its start)."""
+
+    def __init__(self, *_: object, **__: object) -> None:
+        pass
+
+    def labels(self, *_: str) -> _Unserved:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def dec(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def set_function(self, f: Callable[[], float]) -> None:
+        pass
+
+    def info(self, value: dict[str, str]) -> None:
+        pass
+
+    def remove(self, *_: str) -> None:
+        pass
+
+
+def _kinds(registry: CollectorRegistry | None, served: bool) -> tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any], CollectorRegistry | None]:
+    """Counter, Gauge and Info makers for `registry` (None: prometheus_client's own), and the
+    registry; where nothing is served, makers of _Unserved."""
+    if not served:
+        return _Unserved, _Unserved, _Unserved, None
+    from prometheus_client import REGISTRY, Counter, Gauge, Info, disable_created_metrics
+
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client; the *_created series double every counter for no use in alerting
+    registry = REGISTRY if registry is None else registry
     if "egress_build" not in registry._names_to_collectors:  # noqa: SLF001 - one per process
         Info("egress_build", "egress version", registry=registry).info({"version": __version__})
+    return partial(Counter, registry=registry), partial(Gauge, registry=registry), partial(Info, registry=registry), registry
 
 
 class AgentMetrics:
@@ -100,30 +139,31 @@ class AgentMetrics:
 
     ENRICHERS = ("device", "geoip")
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY, sampler: BurstSampler | None = None, health: Health | None = None) -> None:
-        _build_info(registry)
-        self.registry = registry
+    def __init__(self, registry: CollectorRegistry | None = None, sampler: BurstSampler | None = None, health: Health | None = None, *, served: bool = True) -> None:
+        """`registry`: prometheus_client's own where None; `served=False`: metrics nobody will
+        scrape (a one-off analysis), whose events still log."""
+        counter, gauge, info, self.registry = _kinds(registry, served)
         self.health = health or Health()
         self._log = (sampler or BurstSampler()).log
-        self.packets_captured = Counter("egress_packets_captured", "Packets that passed the capture filter", ["interface"], registry=registry)
-        self.packets_dropped = Counter("egress_packets_dropped", "Packets the kernel or capture dropped", ["interface"], registry=registry)
-        self.flows_exported = Counter("egress_flows_exported", "Flow records exported by the flow table", registry=registry)
-        self.publish_errors = Counter("egress_publish_errors", "Flow records that could not be published", registry=registry)
-        self.spool_records = Gauge("egress_spool_records", "Flow records waiting in the spool", registry=registry)
-        self.spool_dropped = Counter("egress_spool_dropped_records", "Spooled flow records dropped because the spool was full", registry=registry)
-        self.spool_overflow = Counter("egress_spool_overflow_records", "Flow records not spooled because the spool's disk was full", registry=registry)
-        self.agent_info = Info("egress_agent", "Site and observer of this agent, to join agent metrics on", registry=registry)
-        self.capture_restarts = Counter("egress_capture_restarts", "Captures restarted after the interface went away", ["interface"], registry=registry)
-        self.frames_skipped = Counter("egress_frames_skipped", "Frames that were not IP or could not be read", ["interface"], registry=registry)
-        self.enrich_errors = Counter("egress_enrich_errors", "Enricher lookups that failed on bad input", ["enricher"], registry=registry)
+        self.packets_captured = counter("egress_packets_captured", "Packets that passed the capture filter", ["interface"])
+        self.packets_dropped = counter("egress_packets_dropped", "Packets the kernel or capture dropped", ["interface"])
+        self.flows_exported = counter("egress_flows_exported", "Flow records exported by the flow table")
+        self.publish_errors = counter("egress_publish_errors", "Flow records that could not be published")
+        self.spool_records = gauge("egress_spool_records", "Flow records waiting in the spool")
+        self.spool_dropped = counter("egress_spool_dropped_records", "Spooled flow records dropped because the spool was full")
+        self.spool_overflow = counter("egress_spool_overflow_records", "Flow records not spooled because the spool's disk was full")
+        self.agent_info = info("egress_agent", "Site and observer of this agent, to join agent metrics on")
+        self.capture_restarts = counter("egress_capture_restarts", "Captures restarted after the interface went away", ["interface"])
+        self.frames_skipped = counter("egress_frames_skipped", "Frames that were not IP or could not be read", ["interface"])
+        self.enrich_errors = counter("egress_enrich_errors", "Enricher lookups that failed on bad input", ["enricher"])
         for enricher in self.ENRICHERS:
             self.enrich_errors.labels(enricher)  # exported as 0 from the start
-        self.last_packet = Gauge(
-            "egress_last_packet_timestamp_seconds", "Wall-clock time the capture last read a packet (set at most once a batch)", ["interface"], registry=registry
+        self.last_packet = gauge(
+            "egress_last_packet_timestamp_seconds", "Wall-clock time the capture last read a packet (set at most once a batch)", ["interface"]
         )
-        self.flows_evicted = Counter("egress_flows_evicted", "Flows exported early because the flow table held flows.max_flows", registry=registry)
+        self.flows_evicted = counter("egress_flows_evicted", "Flows exported early because the flow table held flows.max_flows")
         self._flow_tables: list[Callable[[], int]] = []
-        flows_held = Gauge("egress_flow_table_flows", "Flows held in the flow tables (read when scraped)", registry=registry)
+        flows_held = gauge("egress_flow_table_flows", "Flows held in the flow tables (read when scraped)")
         flows_held.set_function(lambda: sum(held() for held in self._flow_tables))
 
     def count_flows_of(self, held: Callable[[], int]) -> None:
@@ -207,28 +247,28 @@ class AgentMetrics:
 class RulesMetrics:
     """Flow records → policy → alerts; its events below count and log (sampled)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY, sampler: BurstSampler | None = None) -> None:
-        _build_info(registry)
-        self.registry = registry
+    def __init__(self, registry: CollectorRegistry | None = None, sampler: BurstSampler | None = None, *, served: bool = True) -> None:
+        """As AgentMetrics."""
+        counter, gauge, _, self.registry = _kinds(registry, served)
         self._log = (sampler or BurstSampler()).log
-        self.flows_evaluated = Counter("egress_flows_evaluated", "Flow records evaluated", ["site", "group", "verdict"], registry=registry)
-        self.alerts = Counter(
-            "egress_alerts", "Alerts raised", ["site", "group", "category", "rule", "severity", "vendor", "country"], registry=registry
+        self.flows_evaluated = counter("egress_flows_evaluated", "Flow records evaluated", ["site", "group", "verdict"])
+        self.alerts = counter(
+            "egress_alerts", "Alerts raised", ["site", "group", "category", "rule", "severity", "vendor", "country"]
         )
-        self.devices = Gauge("egress_devices", "Devices seen", ["site", "group", "vendor", "covered"], registry=registry)
-        self.deadletter = Counter("egress_deadletter", "Messages sent to the dead-letter topic", registry=registry)
-        self.policy_reload_failures = Counter("egress_policy_reload_failures", "Policy reloads refused", registry=registry)
-        self.policy_reloads = Counter("egress_policy_reloads", "Policy reloads applied", registry=registry)
-        self.consumer_lag = Gauge("egress_consumer_lag_records", "Records in the partition not yet read by this consumer", ["topic", "partition"], registry=registry)
-        self.alert_publish_errors = Counter("egress_alert_publish_errors", "Alert and dead-letter records Kafka did not accept", registry=registry)
-        self.commit_failures = Counter("egress_consumer_commit_failures", "Offset commits refused (the partitions moved on)", registry=registry)
-        self.alerts_suppressed = Counter("egress_alerts_suppressed", "Alerts not emitted: the same (device, destination, port, rule) alerted within alerts.repeat_after",
-                                         ["site", "group", "category"], registry=registry)  # fmt: skip
+        self.devices = gauge("egress_devices", "Devices seen", ["site", "group", "vendor", "covered"])
+        self.deadletter = counter("egress_deadletter", "Messages sent to the dead-letter topic")
+        self.policy_reload_failures = counter("egress_policy_reload_failures", "Policy reloads refused")
+        self.policy_reloads = counter("egress_policy_reloads", "Policy reloads applied")
+        self.consumer_lag = gauge("egress_consumer_lag_records", "Records in the partition not yet read by this consumer", ["topic", "partition"])
+        self.alert_publish_errors = counter("egress_alert_publish_errors", "Alert and dead-letter records Kafka did not accept")
+        self.commit_failures = counter("egress_consumer_commit_failures", "Offset commits refused (the partitions moved on)")
+        self.alerts_suppressed = counter("egress_alerts_suppressed", "Alerts not emitted: the same (device, destination, port, rule) alerted within alerts.repeat_after",
+                                         ["site", "group", "category"])  # fmt: skip
         self._suppressed: dict[tuple[str, str, str], Any] = {}
         self._device_labels: dict[str, tuple[str, str, str, str]] = {}
         self._evaluated: dict[tuple[str, str, str], Any] = {}
-        self.baseline_keys = Gauge("egress_baseline_keys", "Destination keys of the learned baseline", ["site", "group", "state"], registry=registry)
-        self.baseline_learning = Gauge("egress_baseline_learning", "1 while the group's baseline learns", ["site", "group"], registry=registry)
+        self.baseline_keys = gauge("egress_baseline_keys", "Destination keys of the learned baseline", ["site", "group", "state"])
+        self.baseline_learning = gauge("egress_baseline_learning", "1 while the group's baseline learns", ["site", "group"])
 
     # -- events --------------------------------------------------------------------
     def dead_letter(self, reason: str, partition: int, offset: int) -> None:
@@ -283,7 +323,7 @@ class RulesMetrics:
         self._device_labels[device] = labels
 
 
-def _child(counter: Counter, cache: dict[tuple[str, str, str], Any], labels: tuple[str, str, str]) -> Any:
+def _child(counter: Any, cache: dict[tuple[str, str, str], Any], labels: tuple[str, str, str]) -> Any:
     """A counter's child for these labels, cached: `labels()` costs more than `inc()`, and
     these run per batch of a rules consumer."""
     child = cache.get(labels)

@@ -30,3 +30,25 @@ def test_console_logs_render_an_exception_without_rich() -> None:
     )
     err = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stderr
     assert "boom" in err and "ZeroDivisionError: division by zero" in err and "Traceback" in err, err
+
+
+ANALYSIS = """
+import sys
+from egress.config import Config
+from egress import compose
+from egress.policy.schema import default_policy
+from egress.sinks.report import Report
+import io
+compose.analyze(Config(), default_policy(), [], Report("json", io.StringIO()))
+print(sorted(m for m in ("prometheus_client", "wsgiref.simple_server") if m in sys.modules))
+from egress.telemetry import RulesMetrics
+RulesMetrics()
+print("prometheus_client" in sys.modules)
+"""
+
+
+def test_an_analysis_loads_no_metrics_server() -> None:
+    """Nothing serves an analysis's metrics: it does not load prometheus_client or the
+    listener (~10 ms); the services' metrics still do."""
+    out = subprocess.run([sys.executable, "-P", "-c", ANALYSIS], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[-2:] == ["[]", "True"], out  # after the log lines (no GeoIP databases here)

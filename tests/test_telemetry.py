@@ -254,7 +254,7 @@ def test_analyze_counts_captured_packets_exported_flows_and_skipped_frames(tmp_p
     egress_frames_skipped_total{interface} and logs `capture_skipped`; the packets and the
     flow move egress_packets_captured_total and egress_flows_exported_total."""
     pcap = _pcap_with_a_skipped_frame(tmp_path / "skip.pcap")
-    analysis = compose.analyze(Config(), default_policy(), [pcap], Report("json", io.StringIO()))
+    analysis = compose.analyze(Config(), default_policy(), [pcap], Report("json", io.StringIO()), metrics=AgentMetrics(CollectorRegistry()))
     with capture_logs() as logs:
         asyncio.run(in_process_main(analysis.parts))
     metrics = analysis.parts.metrics
@@ -274,7 +274,7 @@ def test_a_full_flow_table_counts_its_evictions_and_the_held_flows_are_read_at_s
 
     capture = PCAPS / "street-cctv-vlan20.pcap"
     config = Config.model_validate({"flows": {"max_flows": 2}})
-    analysis = compose.analyze(config, default_policy(), [capture], Report("json", io.StringIO()))
+    analysis = compose.analyze(config, default_policy(), [capture], Report("json", io.StringIO()), metrics=AgentMetrics(CollectorRegistry()))
     before = time.time()
     with capture_logs() as logs:
         asyncio.run(in_process_main(analysis.parts))

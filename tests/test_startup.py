@@ -52,3 +52,18 @@ def test_an_analysis_loads_no_metrics_server() -> None:
     listener (~10 ms); the services' metrics still do."""
     out = subprocess.run([sys.executable, "-P", "-c", ANALYSIS], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[-2:] == ["[]", "True"], out  # after the log lines (no GeoIP databases here)
+
+
+def test_the_egress_command_starts_tshark_for_analyze_before_loading_the_rest() -> None:
+    """`python -m egress analyze` starts its tshark before structlog, pydantic and the pipeline
+    load (they overlap tshark's ~0.17 s of loading dissectors); a program that merely imports
+    egress, whatever its own arguments, starts none."""
+    from tests.conftest import PCAPS
+
+    run = subprocess.run([sys.executable, "-P", "-X", "importtime", "-m", "egress", "analyze", str(PCAPS / "street-cctv-vlan20.pcap"), "--format", "json"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    modules = [line.rsplit("|", 1)[1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")]
+    assert run.returncode in (0, 1) and "egress.capture.tshark" in modules, run.stderr[-2000:]
+    assert modules.index("egress.capture.tshark") < modules.index("structlog") < modules.index("pydantic")
+    code = "import sys; sys.argv = ['prog', 'analyze']; import egress, egress.cli; print('egress.capture.tshark' in sys.modules)"
+    assert subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

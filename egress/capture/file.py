@@ -26,11 +26,12 @@ from pathlib import Path
 
 import structlog
 
+from egress.capture.lines import LineStats, parse_line
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_ORDERS, PCAPNG_HEADER_BYTES, PCAPNG_MAGIC, pcap_magic
 from egress.capture.prefilter import build_filter
 from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.stream import Dissect, PacketStream
-from egress.capture.tshark import LineStats, parse_line, start_tshark, tshark_argv, tshark_path
+from egress.capture.tshark import start_tshark, tshark_argv, tshark_path
 from egress.errors import InputError
 from egress.localnet import IPNetwork
 from egress.model import Packet

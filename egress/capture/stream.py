@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
 from egress.capture.headers import DISSECT, NON_IP, HeaderDecoder
+from egress.capture.lines import LineStats, parse_line
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, pcap_magic
 from egress.capture.process import EXIT_SECONDS, reap
-from egress.capture.tshark import LineStats, parse_line
 from egress.errors import DependencyMissing, InputError
 from egress.model import Packet
 

@@ -63,7 +63,22 @@ class Learner:
         v = settings.volume
         if v is None or not device:
             return name, learning, None
-        return name, learning, self._volume(rec, device, group, v, learning)
+        volume = state.volumes.get(device)
+        if volume is None:
+            volume = state.volumes[device] = Volume(group)
+        end = rec.end
+        slot = volume.slot if volume.low <= end < volume.high else self._window(volume, end, v.window)
+        size = slot[0] = slot[0] + rec.source.bytes
+        if learning:
+            if size > volume.learned_max:
+                volume.learned_max = size
+                if size > volume.noted * 1.1 and v.factor * size > v.min_bytes:
+                    volume.noted = size
+                    state.changed.add(("volume", device))
+            return name, learning, None
+        if slot[1] or size <= v.min_bytes:
+            return name, learning, None
+        return name, learning, self._crossing(volume, device, v, size)
 
     def judge(self, rec: FlowRecord, scope: str, group: str, learning: bool) -> tuple[str, Key]:
         """`learned` (while learning), `known`, `held` (alerted before, not approved) or `new`
@@ -84,21 +99,9 @@ class Learner:
             return "learned", key
         return ("known" if entry.state == "learned" else "held"), key
 
-    def _volume(self, rec: FlowRecord, device: str, group: str, v: VolumeSettings, learning: bool) -> Crossing | None:
-        """Add the flow's outbound bytes to its device's window; the crossing, the first time a
-        window after learning passes max(min_bytes, factor x the largest learned window).
-
-        While learning, a grown maximum is written out (`changed`) only once it passed the last
-        one written by 10%: a device's maximum grows with nearly every flow at first, and the
-        limit it makes is `factor` times it, so a restart after a kill errs by at most that. Nor
-        is it written while `factor` times it stays under `min_bytes`: the limit is `min_bytes`
-        then, whatever the maximum (most cameras' windows never come near it)."""
-        volumes = self.state.volumes
-        volume = volumes.get(device)
-        if volume is None:
-            volume = volumes[device] = Volume(group)
-        end = rec.end
-        window = v.window
+    def _window(self, volume: Volume, end: float, window: float) -> list[int]:
+        """The slot of the window that holds `end`, made where new (the oldest beyond
+        _WINDOWS_KEPT goes), and made the device's current window."""
         start = end - end % window
         windows = volume.windows
         slot = windows.get(start)
@@ -106,22 +109,18 @@ class Learner:
             slot = windows[start] = [0, 0]
             if len(windows) > _WINDOWS_KEPT:
                 del windows[min(windows)]
-        size = slot[0] = slot[0] + rec.source.bytes
-        if learning:
-            if size > volume.learned_max:
-                volume.learned_max = size
-                if size > volume.noted * 1.1 and v.factor * size > v.min_bytes:
-                    volume.noted = size
-                    self.state.changed.add(("volume", device))
-            return None
-        if slot[1] or size <= v.min_bytes:
-            return None
+        volume.low, volume.high, volume.slot = start, start + window, slot
+        return slot
+
+    def _crossing(self, volume: Volume, device: str, v: VolumeSettings, size: int) -> Crossing | None:
+        """After learning, a window past min_bytes: the crossing, the first time it passes
+        max(min_bytes, factor x the largest learned window)."""
         limit = max(v.min_bytes, math.ceil(v.factor * volume.learned_max))
         if size <= limit:
             return None
-        slot[1] = 1
+        volume.slot[1] = 1
         self.state.changed.add(("volume", device))
-        return Crossing(start, window, size, limit, volume.learned_max)
+        return Crossing(volume.low, v.window, size, limit, volume.learned_max)
 
     def end_learning(self) -> None:
         """`baseline learn` is done: every scope it saw stops learning at its latest flow."""

@@ -7,6 +7,7 @@ change is also noted in `changed`, so a store can write what moved since it last
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,12 @@ class Volume:
     learned_max: int = 0  # the largest window while the scope learned
     windows: dict[float, list[int]] = field(default_factory=dict)  # window start → [bytes, alerted]
     noted: int = 0  # the learned maximum last marked for writing (not saved: a loaded state starts from learned_max)
+    # the window the device's last flow fell in, [low, high) and its slot of `windows` (not
+    # saved): nearly every flow falls in it, and two float comparisons cost less than the
+    # window's start computed and looked up per flow
+    low: float = math.inf
+    high: float = -math.inf
+    slot: list[int] = field(default_factory=list)
 
 
 class BaselineState:

@@ -23,12 +23,14 @@ from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import DefaultPartitioner
 
 from egress.bus import Message, Record
+from egress.bus.lz4 import use_fast_lz4
 from egress.config import KafkaConfig
 from egress.errors import DependencyMissing, UsageError
 
 __all__ = ["KafkaPublisher", "KafkaSubscriber", "Topics", "ensure_topics", "partitions_of", "client_options", "replication"]
 
 log = structlog.get_logger("egress.kafka")
+use_fast_lz4()
 
 
 def client_options(cfg: KafkaConfig) -> dict[str, Any]:

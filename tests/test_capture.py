@@ -8,6 +8,7 @@ import asyncio
 import io
 import os
 import struct
+import subprocess
 import threading
 from pathlib import Path
 from typing import Literal
@@ -141,6 +142,14 @@ def test_a_tshark_that_cannot_start_is_an_error_not_a_quiet_capture(tmp_path: Pa
 
 # ---- the pcap formats (egress.capture.pcapfile) ----------------------------------------------
 
+def _fresh_tshark(head: bytes) -> subprocess.Popen[bytes]:
+    """A new stream-reading tshark given the stream's header (never the early one)."""
+    proc = spawn(tshark_argv(tshark_path()), tie_to_thread=False)
+    assert proc.stdin is not None
+    proc.stdin.write(head)
+    return proc
+
+
 # (byte order, nanosecond timestamps, Kuznetzov's modified records): the file header is written
 # from the pcap specification here, not from egress's table, so that tshark and tcpdump judge it.
 PCAP_FORMATS = [(order, nanos, modified) for order in "<>" for nanos, modified in ((False, False), (True, False), (False, True))]
@@ -186,7 +195,7 @@ def test_every_pcap_format_gives_the_same_packets(fmt: tuple[str, bool, bool], p
 def test_a_stream_is_split_in_either_byte_order_and_precision(fmt: tuple[str, bool, bool], dissect: Literal["all", "names"]) -> None:
     """Record lengths and timestamps are read in the stream's own byte order and precision, by the
     header decoder and by tshark alike; dissecting everything recycles tshark mid-stream."""
-    rot = PacketStream(io.BytesIO(_pcap(*fmt, count=5)), lambda: spawn(tshark_argv(tshark_path()), tie_to_thread=False), chunk_packets=2, dissect=dissect)
+    rot = PacketStream(io.BytesIO(_pcap(*fmt, count=5)), _fresh_tshark, chunk_packets=2, dissect=dissect)
     got = [p for p in rot.packets() if p is not None]
     assert _seen(got) == [(1_700_000_000.25 + i, 62, "44:19:b6:12:34:56", "10.20.1.11", "192.0.2.50", 40000, 32100) for i in range(5)]
     assert rot.leftover == 0
@@ -201,7 +210,7 @@ def test_a_tshark_filled_at_the_end_of_a_batch_is_let_go() -> None:
     frame = (len(whole) - 24) // 4
     read, write = os.pipe()
     os.write(write, whole[: 24 + 2 * frame])  # the header and two records: the first batch
-    rot = PacketStream(os.fdopen(read, "rb", buffering=0), lambda: spawn(tshark_argv(tshark_path()), tie_to_thread=False), chunk_packets=2, dissect="all")
+    rot = PacketStream(os.fdopen(read, "rb", buffering=0), _fresh_tshark, chunk_packets=2, dissect="all")
     got: list[Packet] = []
 
     def consume() -> None:
@@ -223,7 +232,7 @@ def test_a_tshark_filled_at_the_end_of_a_batch_is_let_go() -> None:
 @pytest.mark.parametrize("order", "<>")
 def test_rotation_refuses_a_stream_that_is_not_plain_pcap(order: str) -> None:
     """Modified pcap (24-byte record headers) is no stream dumpcap or tcpdump writes: refused, not mis-split."""
-    rot = PacketStream(io.BytesIO(_pcap(order, False, True)), lambda: spawn(tshark_argv(tshark_path()), tie_to_thread=False))
+    rot = PacketStream(io.BytesIO(_pcap(order, False, True)), _fresh_tshark)
     with pytest.raises(InputError, match="does not start with a pcap header"):
         list(rot.packets())
 
@@ -302,6 +311,37 @@ def test_an_early_prefilter_nobody_takes_is_ended(tmp_path: Path) -> None:
     assert _children() - before
     packets(PCAPS / "street-cctv-vlan20.pcap", extra_bpf="tcp")
     assert _children() - before == set()
+
+
+@pytest.mark.parametrize("name", ["street-cctv-vlan20.pcap", "trunk-qinq-mixed.pcap", "camera-clouds.pcap"])
+def test_the_header_guessed_for_the_early_tshark_is_tcpdump_s(name: str) -> None:
+    """The pcap header the early tshark is given ahead is the very one tcpdump writes for the file."""
+    path = PCAPS / name
+    written = subprocess.run(["tcpdump", "-r", str(path), "-w", "-", "-c", "1"], capture_output=True, check=True).stdout[:24]
+    assert capture_file._tcpdump_head(path.read_bytes()[:24]) == written
+
+
+def test_the_early_tshark_serves_the_stream_it_was_primed_for_and_no_other() -> None:
+    """Primed with a stream's header, the early tshark is the one that stream gets (and it
+    dissects it); a stream with another header gets a fresh one, and the primed one is ended."""
+    from egress.capture import tshark
+
+    given: list[subprocess.Popen[bytes]] = []
+
+    def start(head: bytes) -> subprocess.Popen[bytes]:
+        given.append(tshark.start_tshark(head))
+        return given[-1]
+
+    expected = [(1_700_000_000.25 + i, 62, "44:19:b6:12:34:56", "10.20.1.11", "192.0.2.50", 40000, 32100) for i in range(3)]
+    for order, same in (("<", True), (">", False)):  # big-endian: another header than the primed one
+        tshark.start_early()
+        tshark.prime_early(_pcap("<", False, False, count=1)[:24])
+        early = tshark._early[0]
+        given.clear()
+        rot = PacketStream(io.BytesIO(_pcap(order, False, False, count=3)), start, dissect="all")
+        assert _seen([p for p in rot.packets() if p is not None]) == expected
+        assert (given[0] is early) == same and len(given) == 1
+        assert early.poll() is not None and not tshark._early  # used or not, it is reaped
 
 
 # ---- the header decoder (egress.capture.headers) ----------------------------------------------

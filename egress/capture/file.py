@@ -31,7 +31,7 @@ from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_
 from egress.capture.prefilter import build_filter
 from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.stream import Dissect, PacketStream
-from egress.capture.tshark import start_tshark, tshark_argv, tshark_path
+from egress.capture.tshark import prime_early, start_tshark, tshark_argv, tshark_path
 from egress.errors import InputError
 from egress.localnet import IPNetwork
 from egress.model import Packet
@@ -367,8 +367,23 @@ def start_early(path: Path, local_networks: Iterable[IPNetwork], extra_bpf: str 
     argv = _prefilter_argv(tcpdump, path, build_filter(list(local_networks), extra_bpf))
     try:
         _early[tuple(argv)] = spawn(argv, stdin=subprocess.DEVNULL)
+        with path.open("rb") as fh:
+            head = _tcpdump_head(fh.read(PCAP_HEADER_BYTES))
     except OSError:
         return
+    if head is not None:
+        prime_early(head)
+
+
+def _tcpdump_head(head: bytes) -> bytes | None:
+    """The pcap header tcpdump writes for a pcap file with this header (libpcap writes
+    microseconds, in this host's byte order, the file's snapshot length (0: 262144) and link
+    type), to give the early tshark; None for a pcapng file or another format (not guessed)."""
+    magic = pcap_magic(head)
+    if len(head) < PCAP_HEADER_BYTES or magic is None or magic.modified:
+        return None
+    snaplen, linktype = struct.unpack_from(magic.byte_order + "II", head, 16)
+    return struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen or 262144, linktype)
 
 
 def discard_early() -> None:

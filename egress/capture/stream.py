@@ -57,7 +57,7 @@ class PacketStream:
     def __init__(
         self,
         stream: IO[bytes],
-        start_tshark: Callable[[], _Tshark],
+        start_tshark: Callable[[bytes], _Tshark],
         *,
         chunk_packets: int = 100_000,
         name: str = "capture",
@@ -66,7 +66,8 @@ class PacketStream:
         dissect: Dissect = "names",
         on_arp: Callable[[list[Packet]], None] | None = None,
     ) -> None:
-        """`on_arp`: given the ARP frames read by their headers (the device inventory), on the
+        """`start_tshark(head)`: a tshark that has been given the stream's pcap header `head`.
+        `on_arp`: given the ARP frames read by their headers (the device inventory), on the
         caller's thread just before the batch they came in."""
         self._stream = stream
         self._on_arp = on_arp
@@ -170,11 +171,9 @@ class PacketStream:
             if close:
                 self._tshark.stdin.close()
             self.rotations += 1
-        proc = self._tshark = self._start()
+        proc = self._tshark = self._start(self._head)
         self._alive.append(proc)
         self._in_tshark = 0
-        assert proc.stdin is not None
-        proc.stdin.write(self._head)
 
     def _hand_on(self, batch: list[Packet | None], dissect: list[tuple[int, int, int]], view: memoryview, arp: list[Packet]) -> None:
         """Queue the batch with the tshark that dissects each of its records for tshark, then
@@ -184,7 +183,9 @@ class PacketStream:
         feeds: list[tuple[_Tshark, list[bytes]]] = []
         for index, start, end in dissect:
             if self._in_tshark >= self._chunk or not feeds:
-                if self._in_tshark >= self._chunk:  # the full one's input ends now if none of its records is in this batch, else once they are written
+                if self._in_tshark >= self._chunk:
+                    # the full one's input ends now if none of its records is in this batch,
+                    # else below, once they are written
                     self._rotate(close=not feeds)
                 assert self._tshark is not None
                 feeds.append((self._tshark, []))

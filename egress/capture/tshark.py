@@ -17,10 +17,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from egress.capture.process import spawn
+from egress.capture.process import reap, spawn
 from egress.errors import DependencyMissing
 
-__all__ = ["COLUMNS", "PROTOCOLS", "tshark_path", "tshark_argv", "start_early", "start_tshark"]
+__all__ = ["COLUMNS", "PROTOCOLS", "tshark_path", "tshark_argv", "start_early", "prime_early", "start_tshark"]
 
 # (title, field, occurrence): occurrence 1 = the outermost, 0 = every occurrence joined by ",".
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -95,6 +95,7 @@ def tshark_argv(tshark: str, source: str = "-") -> list[str]:
 
 
 _early: list[subprocess.Popen[bytes]] = []
+_primed: list[bytes] = []  # the pcap header the early tshark has been given, if any
 
 
 def start_early() -> None:
@@ -109,9 +110,42 @@ def start_early() -> None:
         return
 
 
-def start_tshark() -> subprocess.Popen[bytes]:
-    """A tshark reading pcap on its stdin (the early one if it is waiting). It ends with its
+def prime_early(head: bytes) -> None:
+    """Give the waiting early tshark the pcap header its stream will most likely start with.
+    Once tshark has read a header it spends another ~30-50 ms setting up before it reads
+    a packet; given the header now, that too overlaps egress's start. A stream that starts
+    otherwise gets a fresh tshark (`start_tshark`)."""
+    if not _early or _primed:
+        return
+    stdin = _early[0].stdin
+    assert stdin is not None
+    try:
+        stdin.write(head)
+        stdin.flush()
+    except OSError:  # it died: start_tshark finds out, and the capture says why
+        return
+    _primed.append(head)
+
+
+def start_tshark(head: bytes) -> subprocess.Popen[bytes]:
+    """A tshark reading pcap on its stdin that has been given `head`, its stream's pcap
+    header: the early one if it waits and was given no other header. It ends with its
     stdin, so it never outlives egress."""
     if _early:
-        return _early.pop()
-    return spawn(tshark_argv(tshark_path()), tie_to_thread=False)
+        proc = _early.pop()
+        primed = _primed.pop() if _primed else None
+        if primed == head:
+            return proc
+        if primed is None:
+            return _given(proc, head)
+        reap(proc)  # primed for another stream: of no use to this one
+    return _given(spawn(tshark_argv(tshark_path()), tie_to_thread=False), head)
+
+
+def _given(proc: subprocess.Popen[bytes], head: bytes) -> subprocess.Popen[bytes]:
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(head)
+    except BrokenPipeError:
+        pass  # it died at once: the stream reaps it, and its stderr says why
+    return proc

@@ -125,17 +125,17 @@ def _explicit_policy(args: argparse.Namespace) -> bool:
 
 
 def cmd_analyze(args: argparse.Namespace, config: Config) -> int:
-    from egress.capture import file, tshark
+    from egress.capture import early, tshark
 
     tshark.start_early()  # while the rest of egress loads (the `egress` command started one already)
     try:
         return _analyze(args, config)
     finally:
-        file.discard_early()
+        early.discard_early()
 
 
 def _analyze(args: argparse.Namespace, config: Config) -> int:
-    from egress.capture.file import start_early
+    from egress.capture.early import start_early
     from egress.inputs import check_inputs, choose_policy
     from egress.localnet import LocalNetworks
 

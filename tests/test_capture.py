@@ -15,7 +15,7 @@ from typing import Literal
 
 import pytest
 
-from egress.capture import file as capture_file
+from egress.capture import early as capture_early
 from egress.capture.file import FileSource
 from egress.capture.pcapfile import PCAP_MAGICS, PcapMagic
 from egress.capture.process import spawn
@@ -286,7 +286,7 @@ def test_the_early_prefilter_is_the_one_that_reads_its_file() -> None:
     path = PCAPS / "street-cctv-vlan20.pcap"
     expected, _ = packets(path)
     before = _children()
-    capture_file.start_early(path, LOCAL.networks)
+    capture_early.start_early(path, LOCAL.networks)
     early = _children() - before
     assert len(early) == 1  # the tcpdump, waiting on a full pipe
     source = FileSource.for_networks(path, list(LOCAL.networks))
@@ -304,10 +304,10 @@ def test_an_early_prefilter_nobody_takes_is_ended(tmp_path: Path) -> None:
     before = _children()
     text = tmp_path / "notes.pcap"
     text.write_text("not a capture\n")
-    capture_file.start_early(text, LOCAL.networks)
+    capture_early.start_early(text, LOCAL.networks)
     with pytest.raises(InputError, match="not a capture file"):
         packets(text)
-    capture_file.start_early(PCAPS / "street-cctv-vlan20.pcap", LOCAL.networks)
+    capture_early.start_early(PCAPS / "street-cctv-vlan20.pcap", LOCAL.networks)
     assert _children() - before
     packets(PCAPS / "street-cctv-vlan20.pcap", extra_bpf="tcp")
     assert _children() - before == set()
@@ -318,7 +318,7 @@ def test_the_header_guessed_for_the_early_tshark_is_tcpdump_s(name: str) -> None
     """The pcap header the early tshark is given ahead is the very one tcpdump writes for the file."""
     path = PCAPS / name
     written = subprocess.run(["tcpdump", "-r", str(path), "-w", "-", "-c", "1"], capture_output=True, check=True).stdout[:24]
-    assert capture_file._tcpdump_head(path.read_bytes()[:24]) == written
+    assert capture_early._tcpdump_head(path.read_bytes()[:24]) == written
 
 
 def test_the_early_tshark_serves_the_stream_it_was_primed_for_and_no_other() -> None:

@@ -26,17 +26,18 @@ from pathlib import Path
 
 import structlog
 
+from egress.capture.early import discard_early, prefilter_argv, take_early
 from egress.capture.lines import LineStats, parse_line
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, PCAP_MAGICS, PCAPNG_BYTE_ORDERS, PCAPNG_HEADER_BYTES, PCAPNG_MAGIC, pcap_magic
 from egress.capture.prefilter import build_filter
 from egress.capture.process import EXIT_SECONDS, reap, spawn
 from egress.capture.stream import Dissect, PacketStream
-from egress.capture.tshark import prime_early, start_tshark, tshark_argv, tshark_path
+from egress.capture.tshark import start_tshark, tshark_argv, tshark_path
 from egress.errors import InputError
 from egress.localnet import IPNetwork
 from egress.model import Packet
 
-__all__ = ["FileSource", "FileReport", "start_early", "discard_early"]
+__all__ = ["FileSource", "FileReport"]
 
 log = structlog.get_logger("egress.capture")
 
@@ -45,11 +46,6 @@ _HEADER_MIN = max(PCAP_HEADER_BYTES, PCAPNG_HEADER_BYTES)  # read to check a fil
 _ETHERNET = 1
 _DAMAGED = ("damaged or corrupt", "bogus", "invalid packet", "bigger than snaplen", "block length", "not a multiple")
 _NOT_CAPTURE = ("isn't a capture file", "unknown file format", "not a capture file", "bad dump file format")
-# tcpdump reads and writes through stdio's 4 KiB buffers: 30,000 pipe writes for 120 MB, each
-# one a wake-up of the reading thread (and a wait for Python's GIL). 1 MiB buffers: ~120. For
-# a file only: from a pipe that pauses (a FIFO fed by hand), packets would wait in them.
-_STDBUF = shutil.which("stdbuf")
-_LARGE_STDIO: tuple[str, ...] = (_STDBUF, "-i1M", "-o1M") if _STDBUF else ()
 _WHOLE_BATCH = 1024  # packets handed on at a time from tshark reading a whole file
 _CUT_SHORT = ("cut short", "truncated dump file", "truncated")
 
@@ -207,9 +203,8 @@ class FileSource:
             proc = spawn([tcpdump, "-r", "-", "-w", "-", "--", bpf])  # stdio's own buffers: a pipe may pause
             feeder = threading.Thread(target=self._feed, args=(proc,), name="egress-read-file", daemon=True)
         else:
-            argv = _prefilter_argv(tcpdump, self.path, bpf)
-            key = tuple(argv)
-            proc = _early.pop(key) if key in _early else spawn(argv, stdin=subprocess.DEVNULL)
+            argv = prefilter_argv(tcpdump, self.path, bpf)
+            proc = take_early(argv) or spawn(argv, stdin=subprocess.DEVNULL)
             self._read_done.clear()
             feeder = threading.Thread(target=self._watch_progress, args=(proc,), name="egress-file-progress", daemon=True)
         feeder.start()
@@ -348,48 +343,6 @@ class FileSource:
         if not self.report.truncated:
             self.report.truncated = True
             self.report.warnings.append(f"{self.path}: capture cut short; analysed up to the cut")
-
-
-def _prefilter_argv(tcpdump: str, path: Path, bpf: str) -> list[str]:
-    return [*_LARGE_STDIO, tcpdump, "-r", str(path), "-w", "-", "--", bpf]
-
-
-_early: dict[tuple[str, ...], subprocess.Popen[bytes]] = {}
-
-
-def start_early(path: Path, local_networks: Iterable[IPNetwork], extra_bpf: str = "") -> None:
-    """Start the prefilter of `analyze`'s first file now, while the rest of egress loads
-    (tcpdump needs ~30 ms to start and open the file): the FileSource that reads this file
-    with this filter takes it. A pipe is left alone (it is read once, and checked first)."""
-    tcpdump = shutil.which("tcpdump")
-    if tcpdump is None or _early or not path.is_file():
-        return
-    argv = _prefilter_argv(tcpdump, path, build_filter(list(local_networks), extra_bpf))
-    try:
-        _early[tuple(argv)] = spawn(argv, stdin=subprocess.DEVNULL)
-        with path.open("rb") as fh:
-            head = _tcpdump_head(fh.read(PCAP_HEADER_BYTES))
-    except OSError:
-        return
-    if head is not None:
-        prime_early(head)
-
-
-def _tcpdump_head(head: bytes) -> bytes | None:
-    """The pcap header tcpdump writes for a pcap file with this header (libpcap writes
-    microseconds, in this host's byte order, the file's snapshot length (0: 262144) and link
-    type), to give the early tshark; None for a pcapng file or another format (not guessed)."""
-    magic = pcap_magic(head)
-    if len(head) < PCAP_HEADER_BYTES or magic is None or magic.modified:
-        return None
-    snaplen, linktype = struct.unpack_from(magic.byte_order + "II", head, 16)
-    return struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen or 262144, linktype)
-
-
-def discard_early() -> None:
-    """End an early prefilter nobody took (its file was refused, or read with another filter)."""
-    while _early:
-        reap(_early.popitem()[1])
 
 
 def _fdinfo_of(pid: int, path: Path) -> Path | None:

@@ -70,6 +70,11 @@ class Learner:
         slot = volume.slot if volume.low <= end < volume.high else self._window(volume, end, v.window)
         size = slot[0] = slot[0] + rec.source.bytes
         if learning:
+            # A grown maximum is written out (`changed`) only once it passed the last one
+            # written by 10%: a device's maximum grows with nearly every flow at first, and the
+            # limit it makes is `factor` times it, so a restart after a kill errs by at most
+            # that. Nor while `factor` times it stays under `min_bytes`: the limit is
+            # `min_bytes` then, whatever the maximum (most cameras' windows never come near it).
             if size > volume.learned_max:
                 volume.learned_max = size
                 if size > volume.noted * 1.1 and v.factor * size > v.min_bytes:

@@ -85,9 +85,10 @@ def test_kernel_drops_are_counted_while_capturing(lab: Lab, geoip: dict[str, Pat
     agent_ns, inj, cap, out = link.agent, link.inject, link.cap, link.out
     agent = Egress(lab, agent_ns, [cap], geoip)
     agent.wait_ready()
-    # dissection stalls (as under a CPU spike), so dumpcap's pipe and then the kernel's 64 MiB ring fill up
+    # dissection stalls (as under a CPU spike), so dumpcap's pipe and then the kernel's 64 MiB ring fill up;
+    # the capture's tshark starts once dumpcap's stream has begun, which may be just after readiness
+    assert wait_for(lambda: bool(agent_ns.pids(("tshark",))), 30), agent.log_text()
     stalled = [pid for pid, _ in agent_ns.pids(("tshark",))]
-    assert stalled
     for pid in stalled:
         os.kill(pid, signal.SIGSTOP)
     try:

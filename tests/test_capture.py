@@ -336,7 +336,7 @@ def test_the_early_tshark_serves_the_stream_it_was_primed_for_and_no_other() -> 
     for order, same in (("<", True), (">", False)):  # big-endian: another header than the primed one
         tshark.start_early()
         tshark.prime_early(_pcap("<", False, False, count=1)[:24])
-        early = tshark._early[0]
+        early = tshark._early[0][0]
         given.clear()
         rot = PacketStream(io.BytesIO(_pcap(order, False, False, count=3)), start, dissect="all")
         assert _seen([p for p in rot.packets() if p is not None]) == expected

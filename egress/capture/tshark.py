@@ -94,8 +94,7 @@ def tshark_argv(tshark: str, source: str = "-") -> list[str]:
     return argv
 
 
-_early: list[subprocess.Popen[bytes]] = []
-_primed: list[bytes] = []  # the pcap header the early tshark has been given, if any
+_early: list[tuple[subprocess.Popen[bytes], bytes | None]] = []  # the waiting tshark, and the pcap header given it
 
 
 def start_early() -> None:
@@ -105,7 +104,7 @@ def start_early() -> None:
     if _early:
         return
     try:
-        _early.append(spawn(tshark_argv(tshark_path()), tie_to_thread=False))
+        _early.append((spawn(tshark_argv(tshark_path()), tie_to_thread=False), None))
     except (DependencyMissing, OSError):
         return
 
@@ -115,16 +114,16 @@ def prime_early(head: bytes) -> None:
     Once tshark has read a header it spends another ~30-50 ms setting up before it reads
     a packet; given the header now, that too overlaps egress's start. A stream that starts
     otherwise gets a fresh tshark (`start_tshark`)."""
-    if not _early or _primed:
+    if not _early or _early[0][1] is not None:
         return
-    stdin = _early[0].stdin
-    assert stdin is not None
+    proc = _early[0][0]
+    assert proc.stdin is not None
     try:
-        stdin.write(head)
-        stdin.flush()
+        proc.stdin.write(head)
+        proc.stdin.flush()
     except OSError:  # it died: start_tshark finds out, and the capture says why
         return
-    _primed.append(head)
+    _early[0] = (proc, head)
 
 
 def start_tshark(head: bytes) -> subprocess.Popen[bytes]:
@@ -132,8 +131,7 @@ def start_tshark(head: bytes) -> subprocess.Popen[bytes]:
     header: the early one if it waits and was given no other header. It ends with its
     stdin, so it never outlives egress."""
     if _early:
-        proc = _early.pop()
-        primed = _primed.pop() if _primed else None
+        proc, primed = _early.pop()
         if primed == head:
             return proc
         if primed is None:

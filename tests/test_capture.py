@@ -229,6 +229,38 @@ def test_a_tshark_filled_at_the_end_of_a_batch_is_let_go() -> None:
     assert (len(got), rot.to_tshark, rot.rotations) == (4, 4, 1)
 
 
+@pytest.mark.parametrize("peeked", [False, True], ids=["read", "peeked"])
+def test_the_records_that_came_with_the_header_are_handed_on_at_once(peeked: bool) -> None:
+    """A capture's first packets, written with the pcap header into a buffered pipe (what
+    dumpcap's stdout is) and then nothing more, come out without waiting for more input: a
+    quiet link used to hold them until its next packets arrived. `peeked`: the header was
+    peeked at first, as the live source checks dumpcap's start, so the reader's buffer holds it."""
+    whole = _pcap("<", False, False, count=2)
+    read, write = os.pipe()
+    os.write(write, whole)  # and the pipe stays open: no more packets, no end
+    stream = os.fdopen(read, "rb")
+    if peeked:
+        assert stream.peek(24)[:4] == whole[:4]
+    rot = PacketStream(stream, _fresh_tshark, dissect="all")
+    got: list[Packet] = []
+    arrived = threading.Event()
+
+    def consume() -> None:
+        for batch in rot.batches():
+            got.extend(p for p in batch or () if p is not None)
+            if len(got) == 2:
+                arrived.set()
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    came = arrived.wait(timeout=20)
+    os.close(write)  # the end: the stream finishes before it is closed
+    consumer.join(timeout=30)
+    rot.close()
+    assert came, f"{len(got)} of the 2 packets came out while the pipe stayed quiet"
+    assert len(got) == 2
+
+
 @pytest.mark.parametrize("order", "<>")
 def test_rotation_refuses_a_stream_that_is_not_plain_pcap(order: str) -> None:
     """Modified pcap (24-byte record headers) is no stream dumpcap or tcpdump writes: refused, not mis-split."""

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
-from egress.capture.headers import DISSECT, NON_IP, HeaderDecoder
+from egress.capture.headers import HeaderDecoder
 from egress.capture.lines import LineStats, parse_line
 from egress.capture.pcapfile import PCAP_HEADER_BYTES, pcap_magic
 from egress.capture.process import EXIT_SECONDS, reap
@@ -105,29 +105,47 @@ class PacketStream:
         Reads go into one reused buffer (readinto): a fresh bytes object of a varying
         size per read fragmented the heap of a 24/7 capture until its RSS crept up."""
         try:
-            head = self._stream.read(PCAP_HEADER_BYTES)
+            readinto = getattr(self._stream, "readinto1", None) or self._stream.readinto  # type: ignore[attr-defined]
+            read1 = getattr(self._stream, "read1", None) or self._stream.read
+            buf = bytearray(_READ)
+            view = memoryview(buf)
+            filled = 0
+            while filled < PCAP_HEADER_BYTES:  # the header, and whatever came with it: see below
+                chunk = read1(len(buf) - filled)
+                if not chunk:
+                    break
+                view[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+            head = bytes(buf[:PCAP_HEADER_BYTES])
             magic = pcap_magic(head)
-            if len(head) < PCAP_HEADER_BYTES or magic is None or magic.modified:  # dumpcap and tcpdump write plain pcap
+            if filled < PCAP_HEADER_BYTES or magic is None or magic.modified:  # dumpcap and tcpdump write plain pcap
                 raise InputError(f"{self._name}: the capture stream does not start with a pcap header")
             linktype = struct.unpack_from(magic.byte_order + "I", head, 20)[0] & 0x0FFFFFFF
             decoder = HeaderDecoder(self._interface, nanoseconds=magic.nanoseconds, byte_order=magic.byte_order)
             split = _whole_records(magic.byte_order) if self._dissect_all or linktype != _ETHERNET else decoder.split
             self._head = head
             self._rotate()  # at once: a tshark that cannot start is found now
-            readinto = getattr(self._stream, "readinto1", None) or self._stream.readinto  # type: ignore[attr-defined]
-            buf = bytearray(_READ)
-            view = memoryview(buf)
-            filled = 0
+            view[: filled - PCAP_HEADER_BYTES] = view[PCAP_HEADER_BYTES:filled]
+            filled -= PCAP_HEADER_BYTES
+            # What came with the header is handed on before the next read. A BufferedReader
+            # (a pipe's, which the live source has peeked the header into) gives what it holds
+            # through read1 without a read of the pipe; a readinto1 into the 1 MiB view copied
+            # it and then waited on the pipe for more before it returned, so that on a quiet
+            # link the first packets waited for the next ones. What is held is taken whole
+            # here, so every later readinto1 reads the pipe directly.
+            carried = filled > 0
             stats = self._decoded
             while not self._stop.is_set():
                 if filled == len(buf):  # one record larger than the buffer: make room once
                     view.release()
                     buf.extend(bytes(len(buf)))
                     view = memoryview(buf)
-                got = readinto(view[filled:])
-                if not got:
-                    break
-                filled += got
+                if not carried:
+                    got = readinto(view[filled:])
+                    if not got:
+                        break
+                    filled += got
+                carried = False
                 while filled < _BATCH_BYTES and self._more_waiting():  # fewer, larger batches: each costs two thread switches
                     got = readinto(view[filled:])
                     if not got:

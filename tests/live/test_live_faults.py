@@ -68,11 +68,16 @@ def test_an_interface_away_then_back_stays_healthy_and_resumes(lab: Lab, geoip: 
 
 
 def _flood_capture(path: Path, frames: int = 1000) -> None:
-    from scapy.all import UDP, Ether, IP, wrpcap  # noqa: N811
+    """DNS answers of ~1,350 bytes: records that go to tshark (they may name a destination),
+    so that while tshark is stopped nothing moves on: its stdin, dumpcap's pipe and then the
+    kernel's ring fill, however fast this machine is. (A flood that needs no dissection
+    overflowed the ring only where egress read slower than tcpreplay sent.)"""
+    from scapy.all import DNS, DNSQR, DNSRR, UDP, Ether, IP, wrpcap  # noqa: N811
 
-    payload = bytes(1350)
+    name = "vms.camera-cloud.example"
+    answer = DNS(id=7, qr=1, qd=DNSQR(qname=name, qtype="TXT"), an=DNSRR(rrname=name, type="TXT", rdata=["x" * 250] * 5))
     wrpcap(str(path), [
-        Ether(src=CAMERA_MAC, dst="02:00:00:00:00:01") / IP(src="10.20.1.11", dst="203.0.113.10") / UDP(sport=40000 + i % 8, dport=5000) / payload
+        Ether(src="02:00:00:00:00:01", dst=CAMERA_MAC) / IP(src="203.0.113.10", dst="10.20.1.11") / UDP(sport=53, dport=40000 + i % 8) / answer
         for i in range(frames)
     ])  # fmt: skip
 
@@ -85,8 +90,9 @@ def test_kernel_drops_are_counted_while_capturing(lab: Lab, geoip: dict[str, Pat
     agent_ns, inj, cap, out = link.agent, link.inject, link.cap, link.out
     agent = Egress(lab, agent_ns, [cap], geoip)
     agent.wait_ready()
-    # dissection stalls (as under a CPU spike), so dumpcap's pipe and then the kernel's 64 MiB ring fill up;
-    # the capture's tshark starts once dumpcap's stream has begun, which may be just after readiness
+    # dissection stalls (as under a CPU spike), so dumpcap's pipe and then the kernel's 64 MiB ring fill up
+    # (300 x 1,000 records of ~1,400 bytes is ~6 times the ring); the capture's tshark starts once
+    # dumpcap's stream has begun, which may be just after readiness
     assert wait_for(lambda: bool(agent_ns.pids(("tshark",))), 30), agent.log_text()
     stalled = [pid for pid, _ in agent_ns.pids(("tshark",))]
     for pid in stalled:

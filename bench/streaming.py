@@ -21,7 +21,7 @@ evaluated by `egress rules` consumers, through the development Kafka broker.
    default_verdict allow), `rules + baseline` (the same policy with `baseline:` learn_for
    1h, scope group, volume windows of 10m) and, with --compare, `rules (compare)`: the
    policy without a baseline on a second egress executable (e.g. the previous commit's
-   venv), so before/after come from one run.
+   venv), and `baseline (compare)`: it with the baseline, so before/after come from one run.
 3. the memory of the baseline state for --state-keys keys, in a fresh child interpreter:
    a BaselineState built through egress.baseline.learner.Learner (tracemalloc, and the
    RSS delta).
@@ -297,7 +297,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
     ap.add_argument("--keys-per-group", type=int, default=2000, help="baseline destinations per group (identity x port)")
     ap.add_argument("--reps", type=int, default=1, help="runs of each rules variant, interleaved")
     ap.add_argument("--egress", default=str(Path(sys.executable).with_name("egress")))
-    ap.add_argument("--compare", metavar="PATH", help="a second egress executable, run interleaved (policy without a baseline)")
+    ap.add_argument("--compare", metavar="PATH", help="a second egress executable, run interleaved (the policy without and with the baseline)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the rules + baseline runs")
     ap.add_argument("--state-keys", type=int, default=100_000, help="keys of the in-process baseline state measured (0: skip)")
     ap.add_argument("--state-only", action="store_true", help="only the in-process baseline state")
@@ -356,6 +356,8 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
         plan.append(("rules + baseline", a.egress, based))
     if a.compare:
         plan.append(("rules (compare)", a.compare, plain))
+        if not a.no_baseline:
+            plan.append(("baseline (compare)", a.compare, based))
     runs: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in plan}
     for rep in range(a.reps):
         for name, exe, policy in plan:
@@ -375,7 +377,7 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
     print("| run | records/s | × rules | CPU s | peak RSS | baseline keys at end |")
     print("|---|---|---|---|---|---|")
     for name, exe, _ in plan:
-        label = f"{name} ({exe})" if name == "rules (compare)" else name
+        label = f"{name} ({exe})" if name.endswith("(compare)") else name
         print(f"| {label} | {med(name, 'rate'):,.0f} | {med(name, 'rate') / base_rate:.3f} | {med(name, 'cpu_s'):.1f} | "
               f"{med(name, 'peak_rss_mib'):.0f} MiB | {med(name, 'baseline_keys'):,.0f} |")  # fmt: skip
     print()
@@ -396,6 +398,11 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
         ratio, text = paired("rules", "rules (compare)")
         print(f"rules (this egress) / rules (compare): paired {text}, {base_rate / med('rules (compare)', 'rate'):.3f} "
               f"of the medians (within 5%: {'yes' if ratio >= 0.95 else 'NO'})")  # fmt: skip
+        if "baseline (compare)" in runs:
+            ratio, text = paired("baseline (compare)", "rules (compare)")
+            print(f"the compare executable's rules + baseline / rules: paired {text}")
+            ratio, text = paired("rules + baseline", "baseline (compare)")
+            print(f"rules + baseline (this egress) / rules + baseline (compare): paired {text}")
     if state is not None:
         print(f"baseline state for {state['keys']:,} keys: {state['traced_mib']:.1f} MiB (target ≤ 100 MiB: "
               f"{'holds' if state['traced_mib'] <= 100 and state['rss_delta_mib'] <= 100 else 'MISSED'})")  # fmt: skip

@@ -68,7 +68,7 @@ def test_an_interface_away_then_back_stays_healthy_and_resumes(lab: Lab, geoip: 
 
 
 def _flood_capture(path: Path, frames: int = 1000) -> None:
-    """DNS answers of ~1,350 bytes: records that go to tshark (they may name a destination),
+    """DNS answers in frames of 1,375 bytes: records that go to tshark (they may name a destination),
     so that while tshark is stopped nothing moves on: its stdin, dumpcap's pipe and then the
     kernel's ring fill, however fast this machine is. (A flood that needs no dissection
     overflowed the ring only where egress read slower than tcpreplay sent.)"""
@@ -91,7 +91,7 @@ def test_kernel_drops_are_counted_while_capturing(lab: Lab, geoip: dict[str, Pat
     agent = Egress(lab, agent_ns, [cap], geoip)
     agent.wait_ready()
     # dissection stalls (as under a CPU spike), so dumpcap's pipe and then the kernel's 64 MiB ring fill up
-    # (300 x 1,000 records of ~1,400 bytes is ~6 times the ring); the capture's tshark starts once
+    # (300 x 1,000 frames of 1,375 bytes is ~6 times the ring); the capture's tshark starts once
     # dumpcap's stream has begun, which may be just after readiness
     assert wait_for(lambda: bool(agent_ns.pids(("tshark",))), 30), agent.log_text()
     stalled = [pid for pid, _ in agent_ns.pids(("tshark",))]

@@ -399,9 +399,9 @@ def main() -> None:  # noqa: C901, PLR0915 - one bench, printed as it goes
         print(f"rules (this egress) / rules (compare): paired {text}, {base_rate / med('rules (compare)', 'rate'):.3f} "
               f"of the medians (within 5%: {'yes' if ratio >= 0.95 else 'NO'})")  # fmt: skip
         if "baseline (compare)" in runs:
-            ratio, text = paired("baseline (compare)", "rules (compare)")
+            _, text = paired("baseline (compare)", "rules (compare)")
             print(f"the compare executable's rules + baseline / rules: paired {text}")
-            ratio, text = paired("rules + baseline", "baseline (compare)")
+            _, text = paired("rules + baseline", "baseline (compare)")
             print(f"rules + baseline (this egress) / rules + baseline (compare): paired {text}")
     if state is not None:
         print(f"baseline state for {state['keys']:,} keys: {state['traced_mib']:.1f} MiB (target ≤ 100 MiB: "

@@ -45,6 +45,7 @@ class Entry:
     last_seen: float
     flows: int = 0
     bytes: int = 0
+    noted: int = 0  # the flows count last written to the baseline topic (not saved; loaded: `flows`)
 
 
 @dataclass(slots=True)
@@ -142,7 +143,8 @@ def entry_of(item: dict[str, Any]) -> tuple[Key, Entry]:
     if item["state"] not in ("learned", "alerted"):
         raise ValueError(f"state {item['state']!r}")
     key = (str(item["scope"]), str(item["identity"]), str(item["port"]))
-    return key, Entry(str(item["group"]), item["state"], float(item["first_seen"]), float(item["last_seen"]), int(item["flows"]), int(item["bytes"]))
+    flows = int(item["flows"])
+    return key, Entry(str(item["group"]), item["state"], float(item["first_seen"]), float(item["last_seen"]), flows, int(item["bytes"]), flows)
 
 
 def volume_doc(v: Volume) -> dict[str, Any]:

@@ -6,7 +6,11 @@ One record per key (`key␟scope␟identity␟port`), per scope clock (`scope␟
 device's volume (`volume␟device`), its value the JSON of state.py; a forgotten key is an
 empty record (what compaction then keeps of it is a few bytes). As a sink, `flush()` writes what the learner changed since the last batch and
 waits for Kafka to acknowledge it: the rules stage commits a batch of flows only after
-that, so a SIGKILL loses nothing learned (the next owner reads the flows again). Records
+that, so a SIGKILL loses nothing learned (the next owner reads the flows again). A known
+key's counts (flows, bytes, first and last seen) move with nearly every flow: they are
+written at most once a minute (of wall time: the topic is the live service's), and at
+stop, for the keys whose flows moved since their last record, so `egress baseline show`
+on the topic lags a running consumer by a minute at most. Records
 from other members are merged in as they arrive: the earlier scope start, the larger
 counts, `learned` over `alerted` (an analyst's approve wins)."""
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,6 +40,7 @@ __all__ = ["BaselineTopic", "record_key", "record_value"]
 
 log = structlog.get_logger("egress.baseline")
 _SEP = "\x1f"
+_COUNTS_EVERY = 60.0  # seconds between two writes of the keys whose counts moved
 
 
 def record_key(kind: str, name: str) -> bytes:
@@ -42,12 +48,14 @@ def record_key(kind: str, name: str) -> bytes:
 
 
 def record_value(state: BaselineState, kind: str, name: str) -> bytes | None:
-    """The JSON of one changed item, or None where it is gone."""
+    """The JSON of one changed item, or None where it is gone; a key's counts are noted as written."""
     doc: dict[str, Any] | None
     if kind == "key":
         key: Key = tuple(name.split(_SEP))  # type: ignore[assignment]
         entry = state.entries.get(key)
-        doc = None if entry is None else entry_doc(key, entry)
+        doc = None
+        if entry is not None:
+            doc, entry.noted = entry_doc(key, entry), entry.flows
     elif kind == "scope":
         scope = state.scopes.get(name)
         doc = None if scope is None else {"group": scope.group, "start": scope.start, "until": scope.until}
@@ -77,6 +85,7 @@ def merge(state: BaselineState, key: bytes, value: bytes | None) -> None:  # noq
         local.first_seen = min(local.first_seen, remote.first_seen)
         local.last_seen = max(local.last_seen, remote.last_seen)
         local.flows, local.bytes = max(local.flows, remote.flows), max(local.bytes, remote.bytes)
+        local.noted = max(local.noted, remote.flows)  # the topic holds these counts already
     elif kind == "scope":
         if not value:
             state.scopes.pop(name, None)
@@ -119,6 +128,7 @@ class BaselineTopic:
         # what this process writes carries its own writer id, so following the topic skips
         # its own records (the state has them already) instead of decoding and merging them
         self._headers = (*HEADERS, ("writer", uuid.uuid4().hex.encode()))
+        self._counts_due = time.monotonic() + _COUNTS_EVERY
 
     async def start(self) -> None:
         partitions = await partitions_of(self._cfg, self._topic, wait=15)
@@ -165,16 +175,38 @@ class BaselineTopic:
         return None  # the learner changed the state already; flush() writes it
 
     async def flush(self) -> None:
+        if time.monotonic() >= self._counts_due:
+            self._counts_due = time.monotonic() + _COUNTS_EVERY
+            self._note_moved_counts()
+        if await self._send_changed():
+            await self._publisher.flush()
+
+    async def _send_changed(self) -> bool:
         changed, self.state.changed = self.state.changed, set()
         state, headers = self.state, self._headers
         await self._publisher.send_many(self._topic, [Message(record_key(kind, name), record_value(state, kind, name) or b"", headers) for kind, name in sorted(changed)])
-        if changed:
-            await self._publisher.flush()
+        return bool(changed)
+
+    def _note_moved_counts(self) -> None:
+        """Mark for writing every key whose flows moved since its last record (a pass over
+        the keys once a minute: ~10 ms for 100,000, where a mark per flow would cost every flow)."""
+        changed = self.state.changed
+        for key, entry in self.state.entries.items():
+            if entry.flows != entry.noted:
+                changed.add(("key", _SEP.join(key)))
 
     async def stop(self) -> None:
-        if self._follow is not None:
-            self._follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow
-        if self._consumer is not None:
-            await self._consumer.stop()
+        """The counts that moved since the last minute are sent first (the publisher, stopped
+        after this, delivers them); the consumer stops either way."""
+        try:
+            if self._follow is not None:
+                self._note_moved_counts()
+                if self.state.changed:
+                    await self._send_changed()
+        finally:
+            if self._follow is not None:
+                self._follow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._follow
+            if self._consumer is not None:
+                await self._consumer.stop()

@@ -72,3 +72,13 @@ def test_baseline_commands_on_the_topic(kafka_bootstrap: str, geoip: dict[str, P
     assert missing.returncode == 2
     assert missing.stderr.strip().endswith(f"Kafka topic {env['EGRESS_KAFKA__BASELINE_TOPIC']}: no such key: {GROUP}:nowhere.example:tcp/1 (see egress baseline show)")
     assert member.stop() == 0
+
+    # a stopped consumer wrote the counts every flow moved (a key's record was written when
+    # it was first learned or alerted, with one flow): they are the file run's
+    def counts(doc: str) -> dict[tuple[str, str, str], tuple[int, int, float, float]]:
+        return {(e["scope"], e["identity"], e["port"]): (e["flows"], e["bytes"], e["first_seen"], e["last_seen"]) for e in json.loads(doc)}
+
+    on_topic = counts(_on_topic(cfg, "show", "--format", "json"))
+    in_file = counts(run_egress("baseline", "show", "--format", "json", "--baseline", single).stdout)
+    assert on_topic == {k: v for k, v in in_file.items() if k != (GROUP, "b.s3.amazonaws.com", "tcp/443")}
+    assert {k: v[0] for k, v in on_topic.items()} == {k: flows for k, (_, flows) in KEYS.items() if k[1] != "b.s3.amazonaws.com"}

@@ -73,8 +73,8 @@ def test_baseline_commands_on_the_topic(kafka_bootstrap: str, geoip: dict[str, P
     assert missing.stderr.strip().endswith(f"Kafka topic {env['EGRESS_KAFKA__BASELINE_TOPIC']}: no such key: {GROUP}:nowhere.example:tcp/1 (see egress baseline show)")
     assert member.stop() == 0
 
-    # a stopped consumer wrote the counts every flow moved (a key's record was written when
-    # it was first learned or alerted, with one flow): they are the file run's
+    # the stopped consumer wrote the counts its flows moved since the key's first record
+    # (written with the counts of the batch that learned or alerted it): the file run's
     def counts(doc: str) -> dict[tuple[str, str, str], tuple[int, int, float, float]]:
         return {(e["scope"], e["identity"], e["port"]): (e["flows"], e["bytes"], e["first_seen"], e["last_seen"]) for e in json.loads(doc)}
 

@@ -175,17 +175,21 @@ class BaselineTopic:
         return None  # the learner changed the state already; flush() writes it
 
     async def flush(self) -> None:
-        if time.monotonic() >= self._counts_due:
-            self._counts_due = time.monotonic() + _COUNTS_EVERY
+        now = time.monotonic()
+        if now >= self._counts_due:
+            self._counts_due = now + _COUNTS_EVERY
             self._note_moved_counts()
         if await self._send_changed():
             await self._publisher.flush()
 
     async def _send_changed(self) -> bool:
+        """Send what changed since the last call; False (and nothing sent) where nothing did."""
         changed, self.state.changed = self.state.changed, set()
+        if not changed:
+            return False
         state, headers = self.state, self._headers
         await self._publisher.send_many(self._topic, [Message(record_key(kind, name), record_value(state, kind, name) or b"", headers) for kind, name in sorted(changed)])
-        return bool(changed)
+        return True
 
     def _note_moved_counts(self) -> None:
         """Mark for writing every key whose flows moved since its last record: a pass over
@@ -202,8 +206,7 @@ class BaselineTopic:
         try:
             if self._follow is not None:
                 self._note_moved_counts()
-                if self.state.changed:
-                    await self._send_changed()
+                await self._send_changed()
         finally:
             if self._follow is not None:
                 self._follow.cancel()

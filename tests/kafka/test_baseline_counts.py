@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 
 import pytest
 
 from egress.baseline import topic as baseline_topic
 from egress.baseline.state import BaselineState, Entry
+from egress.bus import Message
 from egress.bus.kafka import KafkaPublisher, ensure_topics
 from egress.config import KafkaConfig
 
@@ -35,7 +37,7 @@ async def _counts_written(cfg: KafkaConfig, monkeypatch: pytest.MonkeyPatch) -> 
     sent: list[bytes] = []
     send_many = publisher.send_many
 
-    async def counting(topic: str, messages: list) -> None:  # type: ignore[type-arg]
+    async def counting(topic: str, messages: Sequence[Message]) -> None:
         sent.extend(m.key for m in messages)
         await send_many(topic, messages)
 
